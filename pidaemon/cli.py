@@ -1,0 +1,210 @@
+"""The `pidaemon` command line.
+
+Each command's parser sets `func(args) -> exit code`.  Commands that talk to a
+broker take `--broker mqtt://HOST:PORT` (or `mqtts://`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, dump_config, load_config, parse_assignment, parse_broker_url
+from .daemon import Daemon, DaemonError
+from .logs import setup_logging
+from .plugins import PluginCatalog, implemented_hooks
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
+    parser.add_argument("--config", "-c", required=config_required, metavar="FILE",
+                        help="the role's YAML file (e.g. config/worker.yaml)")
+    parser.add_argument("--local", metavar="FILE", help="node-local override file")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, e.g. --set plugins.ping.enabled=false (repeatable)")
+
+
+def add_broker_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+
+
+def config_from_args(args: argparse.Namespace, path: str | None = None, catalog: PluginCatalog | None = None) -> Config:
+    """Load the configuration with the command line as the top layer."""
+    overrides = [parse_assignment(a) for a in args.assignments]
+    if getattr(args, "broker", None):
+        try:
+            parse_broker_url(args.broker)
+        except ValueError as exc:
+            raise ConfigError([f"--broker {args.broker}: {exc}"]) from None
+        overrides.append((("mqtt", "broker"), args.broker, "--broker"))
+    if getattr(args, "node_id", None):
+        overrides.append((("node", "id"), args.node_id, "--node-id"))
+    for option in ("log_level", "log_format"):
+        if getattr(args, option, None):
+            overrides.append((("logging", option.split("_")[1]), getattr(args, option), "--" + option.replace("_", "-")))
+    catalog = catalog or PluginCatalog()
+    return load_config(path or args.config, local=args.local, overrides=overrides, plugin_schema=catalog.schema)
+
+
+def print_config_errors(error: ConfigError) -> None:
+    for message in error.messages:
+        print(message, file=sys.stderr)
+    print(f"{len(error.messages)} error{'s' if len(error.messages) != 1 else ''} in the configuration",
+          file=sys.stderr)
+
+
+# ---------------------------------------------------------------- run
+
+def cmd_run(args: argparse.Namespace) -> int:
+    catalog = PluginCatalog()
+    try:
+        config = config_from_args(args, catalog=catalog)
+    except ConfigError as error:
+        setup_logging()
+        print_config_errors(error)
+        return EXIT_CONFIG
+    setup_logging(config["logging"]["level"], config["logging"]["format"])
+    log = logging.getLogger("pidaemon")
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    return asyncio.run(_run_daemon(config, catalog, log))
+
+
+async def _run_daemon(config: Config, catalog: PluginCatalog, log: logging.Logger) -> int:
+    try:
+        daemon = Daemon(config, catalog=catalog)
+    except (DaemonError, ValueError) as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop)
+    log.info("pidaemon %s starting node %s (role %s)", __version__, daemon.id, daemon.role)
+    try:
+        await daemon.run()
+    except DaemonError as exc:
+        log.error("cannot run: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- config
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    catalog = PluginCatalog()
+    for path in args.files:
+        try:
+            config = config_from_args(args, path, catalog)
+        except ConfigError as error:
+            print_config_errors(error)
+            status = EXIT_CONFIG
+            continue
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{path}: ok")
+    return status
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args, args.file)
+    except ConfigError as error:
+        print_config_errors(error)
+        return EXIT_CONFIG
+    sys.stdout.write(dump_config(config))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- plugins
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List installed plugins (or, with --config, the ones that configuration loads)."""
+    catalog = PluginCatalog()
+    names = catalog.names()
+    configured: dict[str, dict] = {}
+    if args.config:
+        try:
+            config = config_from_args(args, catalog=catalog)
+        except ConfigError as error:
+            print_config_errors(error)
+            return EXIT_CONFIG
+        configured = config.plugin_sections
+        names = list(configured)
+    rows = [("PLUGIN", "VERSION", "DISTRIBUTION", "STATE", "HOOKS")]
+    for name in names:
+        state = "installed"
+        hooks: list[str] = []
+        distribution, version = catalog.version(name) if name in catalog.entry_points else ("-", "-")
+        if configured and not configured[name]["enabled"]:
+            state = "disabled"
+        else:
+            try:
+                hooks = implemented_hooks(catalog.load(name))
+                state = "loads" if configured else state
+            except Exception as exc:
+                state = f"failed: {exc}"
+        rows.append((name, version, distribution, state, ", ".join(h.removeprefix("pidaemon_") for h in hooks)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pidaemon", description="One daemon for every node of a Pi cluster.")
+    parser.add_argument("--version", action="version", version=f"pidaemon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a node")
+    add_config_arguments(run)
+    add_broker_argument(run)
+    run.add_argument("--node-id", metavar="ID", help="node id or template ({hostname}, {mac}, {mac6})")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["text", "json"])
+    run.set_defaults(func=cmd_run)
+
+    config = commands.add_parser("config", help="check or show a configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", help="validate; exit non-zero on any error")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--local", metavar="FILE")
+    check.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    check.set_defaults(func=cmd_config_check)
+    show = config_commands.add_parser("show", help="print the effective merged configuration")
+    show.add_argument("file", metavar="FILE")
+    show.add_argument("--local", metavar="FILE")
+    show.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    add_broker_argument(show)
+    show.set_defaults(func=cmd_config_show)
+
+    plugins = commands.add_parser("plugins", help="list plugins, their versions and hooks")
+    add_config_arguments(plugins, config_required=False)
+    plugins.set_defaults(func=cmd_plugins)
+
+    try:
+        from .warble import cli as warble_cli
+    except ImportError:  # the Warble package is being written (issue 3)
+        warble_cli = None
+    if warble_cli is not None and hasattr(warble_cli, "add_commands"):
+        warble_cli.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print_config_errors(error)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130

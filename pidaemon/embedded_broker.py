@@ -1,0 +1,53 @@
+"""An MQTT broker inside the daemon (amqtt), for trying the system with nothing else installed.
+
+amqtt speaks MQTT 3.1.1 only and keeps everything in memory; production
+clusters use mosquitto (see docs/broker.md).  amqtt is the `[broker]` extra,
+imported only when a configuration asks for the embedded broker.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+
+class BrokerPortTaken(RuntimeError):
+    pass
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self._broker = None
+
+    def _check_port_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise BrokerPortTaken(
+                        f"port {self.host}:{self.port} is already taken (is a broker such as mosquitto running "
+                        f"there?). Use that broker with --broker mqtt://{self.host}:{self.port} and "
+                        f"--set broker.embedded=false, or choose another port with "
+                        f"--set broker.listen=HOST:PORT") from None
+                raise
+
+    async def start(self) -> None:
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise RuntimeError("the embedded broker needs amqtt: pip install 'pidaemon[broker]'") from None
+        self._check_port_free()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None

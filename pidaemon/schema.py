@@ -1,0 +1,249 @@
+"""Declarative configuration schemas.
+
+Each plugin declares the shape of its own config section with these field
+types; the core declares its sections the same way.  Validation never stops at
+the first problem: it collects every error with the dotted path of the value,
+so that `pidaemon config check` can print them all at once with file and line.
+
+    from pidaemon.schema import Section, Number, String
+
+    config_schema = Section({
+        "interval": Number(default=5, min=1, doc="seconds between readings"),
+        "topic": String(default="readings"),
+    })
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+REQUIRED = object()  # marker: the field has no default and must be given
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation error: where (dotted path) and what."""
+
+    path: tuple[str, ...]
+    message: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+def describe(value: Any) -> str:
+    """Render a user's value for an error message: strings quoted, YAML names."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+class Field:
+    """Base of all field types: a default, a one-line doc, `nullable`."""
+
+    expected = "a value"
+
+    def __init__(self, *, default: Any = REQUIRED, doc: str = "", nullable: bool = False):
+        self.default = default
+        self.doc = doc
+        self.nullable = nullable or default is None
+
+    def validate(self, value: Any, path: tuple[str, ...], problems: list[Problem]) -> Any:
+        if value is None and self.nullable:
+            return None
+        return self.check(value, path, problems)
+
+    def check(self, value: Any, path: tuple[str, ...], problems: list[Problem]) -> Any:
+        raise NotImplementedError
+
+    def fail(self, value: Any, path: tuple[str, ...], problems: list[Problem], expected: str | None = None) -> Any:
+        problems.append(Problem(path, f"expected {expected or self.expected}, got {describe(value)}"))
+        return None
+
+    def default_value(self) -> Any:
+        return self.default
+
+
+class Any_(Field):
+    expected = "any value"
+
+    def check(self, value, path, problems):
+        return value
+
+
+class Boolean(Field):
+    expected = "true or false"
+
+    def check(self, value, path, problems):
+        if isinstance(value, bool):
+            return value
+        return self.fail(value, path, problems)
+
+
+class Number(Field):
+    """A number, optionally bounded; `integer=True` accepts whole numbers only."""
+
+    def __init__(self, *, min: float | None = None, max: float | None = None, integer: bool = False, **kw):
+        super().__init__(**kw)
+        self.min, self.max, self.integer = min, max, integer
+        noun = "a whole number" if integer else "a number"
+        bounds = []
+        if min is not None:
+            bounds.append(f">= {_fmt(min)}")
+        if max is not None:
+            bounds.append(f"<= {_fmt(max)}")
+        self.expected = noun + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(self, value, path, problems):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return self.fail(value, path, problems)
+        if self.integer and not (isinstance(value, int) or float(value).is_integer()):
+            return self.fail(value, path, problems)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            return self.fail(value, path, problems)
+        return int(value) if self.integer else value
+
+
+def Integer(**kw) -> Number:
+    return Number(integer=True, **kw)
+
+
+def _fmt(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else str(n)
+
+
+class String(Field):
+    """A string; `choices` limits it to a set, `pattern` to a regular expression."""
+
+    def __init__(self, *, choices: Iterable[str] | None = None, pattern: str | None = None,
+                 pattern_doc: str = "", **kw):
+        super().__init__(**kw)
+        self.choices = list(choices) if choices is not None else None
+        self.pattern = re.compile(pattern) if pattern else None
+        if self.choices:
+            self.expected = "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        elif self.pattern:
+            self.expected = pattern_doc or f"a string matching {pattern}"
+        else:
+            self.expected = "a string"
+
+    def check(self, value, path, problems):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and self.choices:
+            value = str(value)  # `protocol: 5` means "5"
+        if not isinstance(value, str):
+            return self.fail(value, path, problems)
+        if self.choices is not None and value not in self.choices:
+            problems.append(Problem(path, f"expected {self.expected}, got {describe(value)}"
+                                    + did_you_mean(value, self.choices)))
+            return None
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            return self.fail(value, path, problems)
+        return value
+
+
+class Checked(Field):
+    """A field whose value passes through `convert`, which raises ValueError with the reason."""
+
+    def __init__(self, convert: Callable[[Any], Any], *, expected: str, **kw):
+        super().__init__(**kw)
+        self.convert = convert
+        self.expected = expected
+
+    def check(self, value, path, problems):
+        try:
+            return self.convert(value)
+        except (ValueError, TypeError) as exc:
+            problems.append(Problem(path, f"expected {self.expected}, got {describe(value)} ({exc})"))
+            return None
+
+
+class ListOf(Field):
+    def __init__(self, item: Field, **kw):
+        kw.setdefault("default", [])
+        super().__init__(**kw)
+        self.item = item
+        self.expected = f"a list of {item.expected}"
+
+    def check(self, value, path, problems):
+        if not isinstance(value, list):
+            return self.fail(value, path, problems)
+        return [self.item.validate(v, path + (str(i),), problems) for i, v in enumerate(value)]
+
+    def default_value(self):
+        return list(self.default) if isinstance(self.default, list) else self.default
+
+
+class MapOf(Field):
+    """A mapping with free keys (names chosen by the user) and one value type."""
+
+    def __init__(self, value: Field, **kw):
+        kw.setdefault("default", {})
+        super().__init__(**kw)
+        self.value = value
+        self.expected = "a mapping"
+
+    def check(self, value, path, problems):
+        if not isinstance(value, dict):
+            return self.fail(value, path, problems)
+        return {str(k): self.value.validate(v, path + (str(k),), problems) for k, v in value.items()}
+
+    def default_value(self):
+        return dict(self.default) if isinstance(self.default, dict) else self.default
+
+
+class Section(Field):
+    """A mapping with known keys; unknown keys are errors with a "did you mean" hint.
+
+    A missing or null section counts as empty, so every default applies.
+    """
+
+    expected = "a mapping"
+
+    def __init__(self, fields: Mapping[str, Field], **kw):
+        kw.setdefault("default", None)
+        super().__init__(**kw)
+        self.fields = dict(fields)
+        self.nullable = False
+
+    def check(self, value, path, problems):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return self.fail(value, path, problems)
+        result: dict[str, Any] = {}
+        for key in value:
+            if key not in self.fields:
+                problems.append(Problem(path + (str(key),), "unknown key" + did_you_mean(str(key), self.fields)))
+        for name, field in self.fields.items():
+            if name in value:
+                result[name] = field.validate(value[name], path + (name,), problems)
+            elif field.default is REQUIRED:
+                problems.append(Problem(path + (name,), f"missing; expected {field.expected}"))
+            else:
+                result[name] = field.default_value()
+                if isinstance(field, Section):
+                    result[name] = field.validate({}, path + (name,), problems)
+        return result
+
+    def default_value(self):
+        return self.validate({}, (), [])
+
+    def extended(self, more: Mapping[str, Field]) -> "Section":
+        return Section({**self.fields, **more})

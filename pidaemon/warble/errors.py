@@ -1,0 +1,75 @@
+"""Warble's errors: one exception type for users, one plain record for results.
+
+A `WarbleError` always carries a message meant for the person who wrote the
+program, and the line and column (1-based) of the place that failed when one
+is known. Its `status` says which kind of ending it is in a `Result`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The error part of a `Result`: what went wrong and where."""
+
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"message": self.message, "line": self.line, "column": self.column}
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+
+class WarbleError(Exception):
+    """An error in a Warble program (syntax, runtime or a limit reached).
+
+    Built-ins (also those that plugins add) raise it with just a message from
+    `validate` or `perform`; the runtime fills in the line and column of the
+    call.
+    """
+
+    status = "error"
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def at(self, line: int | None, column: int | None) -> "WarbleError":
+        """Set the position unless one is already known; returns self."""
+        if self.line is None and line is not None:
+            self.line, self.column = line, column
+        return self
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(self.message, self.line, self.column)
+
+    def __str__(self) -> str:
+        return str(self.info())
+
+
+class StepLimitExceeded(WarbleError):
+    status = "step_limit"
+
+
+class TimeLimitExceeded(WarbleError):
+    status = "timeout"
+
+
+class OutputLimitExceeded(WarbleError):
+    status = "output_limit"
+
+
+class MemoryLimitExceeded(WarbleError):
+    status = "memory_limit"
+
+
+class QuotaExceeded(WarbleError):
+    """SAVE went over a store quota (key count, value size, writes per run)."""

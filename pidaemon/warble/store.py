@@ -1,0 +1,150 @@
+"""Per-user storage for SAVE and LOAD, behind a two-method interface.
+
+A store keeps numbers and strings: `int`, `float`, `str`, and `Decimal` for
+arbitrary-precision numbers. `set` enforces the quotas (names per user,
+value size). The cluster service will add a server-side store with the
+same interface; under the runner only the caller's process touches a store.
+"""
+from __future__ import annotations
+
+import decimal
+import math
+import sqlite3
+import threading
+from typing import Protocol, Union
+
+from .errors import QuotaExceeded, WarbleError
+from .formatting import int_to_str, str_to_int
+
+Value = Union[int, float, str, decimal.Decimal]
+
+
+class Store(Protocol):
+    def get(self, user: str, name: str) -> Value | None:
+        """The value saved under `name` for `user`, or None."""
+
+    def set(self, user: str, name: str, value: Value) -> None:
+        """Save a value; raises QuotaExceeded when over a quota."""
+
+
+def encode_value(value: Value) -> tuple[str, str]:
+    """(kind, text) for storage and for the runner's pipe."""
+    cls = value.__class__
+    if cls is int:
+        return "int", int_to_str(value)  # type: ignore[arg-type]
+    if cls is float:
+        return "float", repr(value)
+    if cls is str:
+        return "str", value  # type: ignore[return-value]
+    if cls is decimal.Decimal:
+        return "dec", str(value)
+    raise WarbleError(f"cannot store a value of type {cls.__name__}")
+
+
+def decode_value(kind: str, text: str) -> Value:
+    if kind == "int":
+        return str_to_int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "str":
+        return text
+    if kind == "dec":
+        return decimal.Decimal(text)
+    raise ValueError(f"unknown stored value kind {kind!r}")
+
+
+class _QuotaMixin:
+    def _init_quota(self, max_keys: int, max_value_length: int) -> None:
+        self.max_keys = max_keys
+        self.max_value_length = max_value_length
+
+    def _check_value(self, value: Value) -> tuple[str, str]:
+        kind, text = encode_value(value)
+        if kind == "float" and not math.isfinite(value):  # type: ignore[arg-type]
+            raise WarbleError("SAVE: cannot save inf or nan")
+        if len(text) > self.max_value_length:
+            raise QuotaExceeded(
+                f"SAVE: the value is {len(text)} characters long; the limit is {self.max_value_length}")
+        return kind, text
+
+    def _too_many(self) -> QuotaExceeded:
+        return QuotaExceeded(f"SAVE: each user can keep at most {self.max_keys} names")
+
+
+class MemoryStore(_QuotaMixin):
+    """A store in a dict: for tests, the CLI and single runs."""
+
+    def __init__(self, max_keys: int = 100, max_value_length: int = 4096):
+        self._init_quota(max_keys, max_value_length)
+        self._data: dict[str, dict[str, Value]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, user: str, name: str) -> Value | None:
+        with self._lock:
+            return self._data.get(user, {}).get(name)
+
+    def set(self, user: str, name: str, value: Value) -> None:
+        self._check_value(value)
+        with self._lock:
+            values = self._data.setdefault(user, {})
+            if name not in values and len(values) >= self.max_keys:
+                raise self._too_many()
+            values[name] = value
+
+    def names(self, user: str) -> list[str]:
+        with self._lock:
+            return sorted(self._data.get(user, {}))
+
+
+class SqliteStore(_QuotaMixin):
+    """A store in an SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str, max_keys: int = 100, max_value_length: int = 4096):
+        self._init_quota(max_keys, max_value_length)
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS warble_values ("
+            " user TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,"
+            " PRIMARY KEY (user, name))")
+
+    def get(self, user: str, name: str) -> Value | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, value FROM warble_values WHERE user = ? AND name = ?",
+                (user, name)).fetchone()
+        return None if row is None else decode_value(row[0], row[1])
+
+    def set(self, user: str, name: str, value: Value) -> None:
+        kind, text = self._check_value(value)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                exists = self._db.execute(
+                    "SELECT 1 FROM warble_values WHERE user = ? AND name = ?", (user, name)).fetchone()
+                if not exists:
+                    (count,) = self._db.execute(
+                        "SELECT COUNT(*) FROM warble_values WHERE user = ?", (user,)).fetchone()
+                    if count >= self.max_keys:
+                        raise self._too_many()
+                self._db.execute(
+                    "INSERT INTO warble_values (user, name, kind, value) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (user, name) DO UPDATE SET kind = excluded.kind, value = excluded.value",
+                    (user, name, kind, text))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def names(self, user: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name FROM warble_values WHERE user = ? ORDER BY name", (user,)).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

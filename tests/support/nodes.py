@@ -1,0 +1,49 @@
+"""Running pidaemon nodes in tests: as real processes, or as Daemon objects on one loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pidaemon.config import config_from_mapping
+from pidaemon.daemon import Daemon
+from pidaemon.plugins import PluginCatalog
+
+FAKE_FACTS = {"hostname": "testhost", "ip": "127.0.0.1", "mac": "02:00:00:00:00:01", "os": "Linux test",
+              "machine": "x86_64", "cpu_count": 4}
+
+
+def node_config(node_id: str, broker_url: str, *, role: str = "worker", plugins=None, **mqtt) -> dict:
+    """A small valid configuration mapping for tests (reconnect delays kept short)."""
+    return {
+        "node": {"role": role, "id": node_id, "state_dir": "/tmp/pidaemon-test-state"},
+        "mqtt": {"broker": broker_url, "keepalive": 5, "reconnect": {"min_delay": 0.1, "max_delay": 1.0}, **mqtt},
+        "lifecycle": {"shutdown_timeout": 2},
+        "plugins": {"ping": {}} if plugins is None else plugins,
+    }
+
+
+def make_daemon(node_id: str, broker_url: str, catalog: PluginCatalog | None = None, **kw) -> Daemon:
+    catalog = catalog or PluginCatalog()
+    config = config_from_mapping(node_config(node_id, broker_url, **kw), plugin_schema=catalog.schema)
+    return Daemon(config, catalog=catalog, facts=dict(FAKE_FACTS))
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start_node_process(config_path: Path, *args: str, env: dict | None = None, log_path: Path | None = None):
+    """`python -m pidaemon run --config FILE ARGS...` as a child process, its log in a file."""
+    log_path = log_path or config_path.with_suffix(".log")
+    environment = {**os.environ, **(env or {})}
+    log = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "run", "--config", str(config_path), *args],
+                               stdout=log, stderr=subprocess.STDOUT, env=environment)
+    process.log_path = log_path
+    return process
