@@ -157,6 +157,49 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- sim
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .config import parse_listen_address
+    from .embedded_broker import BrokerPortTaken
+    from .sim import SimulatedCluster
+
+    setup_logging(args.log_level)
+    log = logging.getLogger("pidaemon.sim")
+    try:
+        broker = parse_broker_url(args.broker) if args.broker else None
+        parse_listen_address(args.listen)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await cluster.start()
+        except DaemonError as exc:
+            cause = exc.__cause__
+            log.error("%s", cause if isinstance(cause, BrokerPortTaken) else exc)
+            await cluster.shutdown()
+            return EXIT_FAILURE
+        if await cluster.wait_online(30):
+            where = broker.url if broker else f"mqtt://{args.listen} (embedded broker, MQTT 3.1.1)"
+            log.info("cluster online: 1 server and %d workers on %s", args.workers, where)
+            host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
+            log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
+        else:
+            log.warning("not every node came online within 30 s; still trying")
+        await stop.wait()
+        await cluster.shutdown()
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
     add_broker_argument(show)
     show.set_defaults(func=cmd_config_show)
+
+    sim = commands.add_parser("sim", help="a server and N simulated workers in one process")
+    sim.add_argument("--workers", type=int, default=2, metavar="N")
+    add_broker_argument(sim)
+    sim.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
+                     help="where the embedded broker listens when no --broker is given")
+    sim.add_argument("--prefix", default="picluster")
+    sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sim.set_defaults(func=cmd_sim)
 
     plugins = commands.add_parser("plugins", help="list plugins, their versions and hooks")
     add_config_arguments(plugins, config_required=False)

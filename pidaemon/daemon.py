@@ -38,6 +38,9 @@ class DaemonError(Exception):
 
 
 class Daemon:
+    embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port} --set broker.embedded=false, "
+                            "or choose another port with --set broker.listen=HOST:PORT")
+
     def __init__(self, config: Config, *, catalog: PluginCatalog | None = None,
                  facts: dict[str, Any] | None = None, notifier: SystemdNotifier | None = None):
         self.config = config
@@ -217,7 +220,7 @@ class Daemon:
             if hook not in known:
                 close = difflib.get_close_matches(hook, known, n=1)
                 hint = f'; did you mean "{close[0]}"?' if close else ""
-                raise DaemonError(f'plugin "{name}" implements unknown hook "{hook}"{hint}')
+                raise PluginUnavailable(f'plugin "{name}" implements unknown hook "{hook}"{hint}')
 
     def _plugin_failed(self, record: PluginRecord, message: str) -> None:
         record.state, record.error = "failed", message
@@ -279,7 +282,7 @@ class Daemon:
         if not self.config["broker"]["embedded"]:
             return
         host, port = self.config["broker"]["listen"]
-        self.embedded_broker = EmbeddedBroker(host, port)
+        self.embedded_broker = EmbeddedBroker(host, port, port_taken_hint=self.embedded_broker_hint)
         try:
             await self.embedded_broker.start()
         except Exception as exc:

@@ -16,8 +16,9 @@ class BrokerPortTaken(RuntimeError):
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, *, port_taken_hint: str = ""):
         self.host, self.port = host, port
+        self.port_taken_hint = port_taken_hint  # what the user can do instead, in the command's terms
         self._broker = None
 
     def _check_port_free(self) -> None:
@@ -27,11 +28,10 @@ class EmbeddedBroker:
                 probe.bind((self.host, self.port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
+                    hint = self.port_taken_hint.format(host=self.host, port=self.port)
                     raise BrokerPortTaken(
                         f"port {self.host}:{self.port} is already taken (is a broker such as mosquitto running "
-                        f"there?). Use that broker with --broker mqtt://{self.host}:{self.port} and "
-                        f"--set broker.embedded=false, or choose another port with "
-                        f"--set broker.listen=HOST:PORT") from None
+                        f"there?). {hint}".strip()) from None
                 raise
 
     async def start(self) -> None:

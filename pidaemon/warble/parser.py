@@ -23,6 +23,7 @@ BINARY_PREC = {
 }
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 ASSIGN_OPS = frozenset({"=", "+=", "-=", "*=", "/=", "%="})
+MAX_LOOP_NESTING = 16
 
 Arity = tuple[int, "int | None"]
 
@@ -98,6 +99,12 @@ class Parser:
     def leave(self) -> None:
         self.depth -= 1
 
+    def enter_loop(self, tok: Token) -> None:
+        # Python allows 20 nested blocks; loops compile to one each
+        self.loops += 1
+        if self.loops > MAX_LOOP_NESTING:
+            raise WarbleError(f"loops nested too deeply (at most {MAX_LOOP_NESTING})", tok.line, tok.col)
+
     # ---- program and statements ---------------------------------------------
     def program(self) -> S.Program:
         body = self.statements(top=True)
@@ -148,7 +155,7 @@ class Parser:
         if word == "WHILE":
             self.next()
             cond = self.condition(tok)
-            self.loops += 1
+            self.enter_loop(tok)
             body = self.block(tok)
             self.loops -= 1
             return S.While(tok.line, tok.col, cond, body)
@@ -175,12 +182,17 @@ class Parser:
         name = self.variable_name(tok, assigning=True)
         self.next()
         op = self.peek()
+        # i++ and x+=e are kept as x = x + e: one form for the compiler
         if op.kind == "op" and op.text in ("++", "--"):
             self.next()
-            return S.Assign(tok.line, tok.col, name, op.text, None)
+            value = S.Binary(op.line, op.col, op.text[0], S.Var(tok.line, tok.col, name),
+                             S.Num(op.line, op.col, 1, "1"))
+            return S.Assign(op.line, op.col, name, op.text, value)
         if op.kind == "op" and op.text in ASSIGN_OPS:
             self.next()
             value = self.expression(required=True)
+            if op.text != "=":
+                value = S.Binary(op.line, op.col, op.text[0], S.Var(tok.line, tok.col, name), value)
             return S.Assign(op.line, op.col, name, op.text, value)
         raise WarbleError(
             f"expected =, +=, -=, *=, /=, %=, ++ or -- after {name}, found {_show(op)}",
@@ -242,7 +254,7 @@ class Parser:
         step = None if self.is_op(")") else self.simple_statement()
         self.expect(")", ")", opener=opener)
         self.leave()
-        self.loops += 1
+        self.enter_loop(tok)
         body = self.block(tok)
         self.loops -= 1
         return S.For(tok.line, tok.col, init, cond, step, body)

@@ -75,8 +75,8 @@ Expr = Union[Num, Str, Var, Unary, Binary, Compare, Logic, Call]
 @dataclass(slots=True)
 class Assign(Node):
     name: str
-    op: str              # '=', '+=', '-=', '*=', '/=', '%=', '++', '--'
-    value: "Expr | None"  # None for ++ and --
+    op: str              # as written: '=', '+=', ..., '++', '--'
+    value: "Expr"        # x += e and x++ arrive here as x = x + e and x = x + 1
 
 
 @dataclass(slots=True)

@@ -1,0 +1,148 @@
+"""A node as a real process: signals, the last will, systemd notification, logs, the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.mosquitto import free_port, wait_for_port
+from tests.support.nodes import node_config, start_node_process, write_config
+from tests.support.observer import Observer
+
+
+@pytest.fixture
+def node_process(tmp_path, broker):
+    processes = []
+
+    def start(node_id, *args, env=None, **config):
+        path = write_config(tmp_path / f"{node_id}.yaml", node_config(node_id, broker.url, **config))
+        process = start_node_process(path, *args, env=env)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def log_of(process) -> str:
+    return open(process.log_path, encoding="utf-8", errors="replace").read()
+
+
+def test_sigkill_leaves_the_last_will_offline(node_process, observer):
+    """keepalive 2 s: the broker declares the node gone after 1.5 x keepalive and publishes its will."""
+    process = node_process("killed", keepalive=2)
+    observer.wait_for("picluster/nodes/killed/status", "online")
+    mark = len(observer.messages)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    will = observer.wait_for("picluster/nodes/killed/status", "offline", since=mark, timeout=3 * 1.5 + 5)
+    assert will.payload == b"offline"
+
+
+def test_sigterm_publishes_offline_and_exits_cleanly(node_process, observer):
+    process = node_process("termed", keepalive=60)  # the will would take 90 s: offline must come from the node
+    observer.wait_for("picluster/nodes/termed/status", "online")
+    mark = len(observer.messages)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    observer.wait_for("picluster/nodes/termed/status", "offline", since=mark, timeout=2)
+    assert "stopped" in log_of(process)
+
+
+def test_sigint_also_shuts_down_cleanly(node_process, observer):
+    process = node_process("interrupted", keepalive=60)
+    observer.wait_for("picluster/nodes/interrupted/status", "online")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 0
+    observer.wait_for("picluster/nodes/interrupted/status", "offline", timeout=2)
+
+
+def test_systemd_notify_ready_and_watchdog(node_process, tmp_path):
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(15)
+        process = node_process("notified", env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+        received = [notify.recv(4096).decode() for _ in range(3)]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        received.append(notify.recv(4096).decode())
+        while True:  # drain watchdog pings until STOPPING=1
+            if "STOPPING=1" in received[-1]:
+                break
+            received.append(notify.recv(4096).decode())
+    assert received[0].startswith("READY=1")
+    assert "WATCHDOG=1" in received[1:3]
+    assert received[-1] == "STOPPING=1"
+
+
+def test_json_logs(node_process, observer):
+    process = node_process("jsonlog", "--log-format", "json")
+    observer.wait_for("picluster/nodes/jsonlog/status", "online")
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)
+    lines = [json.loads(line) for line in log_of(process).splitlines() if line.strip()]
+    assert any(entry["message"].endswith("connected to broker " + f"mqtt://127.0.0.1:{observer.client._port}")
+               for entry in lines)
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
+    assert any(entry.get("node") == "jsonlog" for entry in lines)
+
+
+def test_broker_flag_overrides_the_config(tmp_path, broker, observer):
+    config = node_config("flagged", "mqtt://127.0.0.1:1")  # nothing listens on port 1
+    path = write_config(tmp_path / "flagged.yaml", config)
+    process = start_node_process(path, "--broker", broker.url)
+    try:
+        observer.wait_for("picluster/nodes/flagged/status", "online")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_embedded_broker_serves_a_node_and_other_clients(tmp_path):
+    port = free_port()
+    config = node_config("desk", None, protocol="3.1.1")
+    config["broker"] = {"embedded": True, "listen": f"127.0.0.1:{port}"}
+    process = start_node_process(write_config(tmp_path / "desk.yaml", config))
+    try:
+        wait_for_port(port, timeout=20)
+        import paho.mqtt.client as mqtt
+        observer = Observer(port, topics=["picluster/nodes/desk/status"], protocol=mqtt.MQTTv311)
+        observer.wait_for("picluster/nodes/desk/status", "online", timeout=15)
+        observer.close()
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0, log_of(process)
+
+
+def test_embedded_broker_port_taken_says_what_to_do(tmp_path, broker):
+    config = node_config("desk2", None, protocol="3.1.1")
+    config["broker"] = {"embedded": True, "listen": f"127.0.0.1:{broker.port}"}
+    process = start_node_process(write_config(tmp_path / "desk2.yaml", config))
+    assert process.wait(20) == 1
+    log = log_of(process)
+    assert f"port 127.0.0.1:{broker.port} is already taken" in log
+    assert f"--broker mqtt://127.0.0.1:{broker.port}" in log
+
+
+def test_no_broker_and_no_discovery_is_a_clear_error(tmp_path):
+    process = start_node_process(write_config(tmp_path / "lost.yaml", node_config("lost", None)))
+    assert process.wait(20) == 1
+    assert "no broker: set mqtt.broker" in log_of(process)
+
+
+def test_plugins_command_lists_builtins_with_version_and_hooks():
+    out = subprocess.run([sys.executable, "-m", "pidaemon", "plugins"], capture_output=True, text=True, check=True).stdout
+    ping_line = next(line for line in out.splitlines() if line.startswith("ping "))
+    assert "pidaemon" in ping_line and "message, subscriptions" in ping_line
+    from pidaemon import __version__
+    assert __version__ in ping_line
