@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -242,12 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(plugins, config_required=False)
     plugins.set_defaults(func=cmd_plugins)
 
-    try:
-        from .warble import cli as warble_cli
-    except ImportError:  # the Warble package is being written (issue 3)
-        warble_cli = None
-    if warble_cli is not None and hasattr(warble_cli, "add_commands"):
-        warble_cli.add_commands(commands)
+    for module in ("pidaemon.warble.cli", "pidaemon.status_cli"):
+        try:
+            commands_module = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # TEMPORARY while issues 3 and 4 are written
+            if exc.name != module:
+                raise
+            continue
+        commands_module.add_commands(commands)
     return parser
 
 

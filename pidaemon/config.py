@@ -113,7 +113,7 @@ CORE_SCHEMA = Section({
         "format": String(choices=["text", "json"], default="text"),
     }),
     "lifecycle": Section({
-        "shutdown_timeout": Number(min=0.5, max=60, default=4,
+        "shutdown_timeout": Number(min=0.5, max=60, default=3,
                                    doc="seconds for the plugins' shutdown before the node goes offline"),
         "startup_timeout": Number(min=0.5, default=30),
     }),

@@ -146,10 +146,19 @@ class Daemon:
 
     async def run(self) -> None:
         """Start, serve until `stop()`, shut down.  Raises DaemonError if it cannot start."""
+        starting = asyncio.get_running_loop().create_task(self.start(), name=f"start:{self.id}")
+        stop_requested = asyncio.get_running_loop().create_task(self._stop_requested.wait())
         try:
-            await self.start()
-            await self._stop_requested.wait()
+            # A stop request during a slow start-up (a plugin waiting on hardware)
+            # cancels the start-up rather than waiting for it.
+            await asyncio.wait([starting, stop_requested], return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # raises DaemonError if the start failed
+                await stop_requested
         finally:
+            for task in (starting, stop_requested):
+                task.cancel()
+            await asyncio.gather(starting, stop_requested, return_exceptions=True)
             await self.shutdown()
 
     async def start(self) -> None:
@@ -334,7 +343,7 @@ class Daemon:
         self.spawn(self._call_each("pidaemon_connected", isolate_failures=True), name="hook:connected")
 
     def _bus_disconnected(self) -> None:
-        self._call_each_sync("pidaemon_disconnected")
+        self.spawn(self._call_each("pidaemon_disconnected", isolate_failures=True), name="hook:disconnected")
 
     def _route_message(self, message: Message) -> None:
         receivers = {plugin for topic_filter, plugin in self._routes if topic_matches(topic_filter, message.topic)}

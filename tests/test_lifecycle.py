@@ -146,3 +146,45 @@ def test_plugins_command_lists_builtins_with_version_and_hooks():
     assert "pidaemon" in ping_line and "message, subscriptions" in ping_line
     from pidaemon import __version__
     assert __version__ in ping_line
+
+
+def test_sim_runs_a_server_and_workers_on_the_embedded_broker(tmp_path):
+    import paho.mqtt.client as mqtt
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "2", "--listen",
+                                f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=tmp_path)
+    try:
+        wait_for_port(port, timeout=20)
+        observer = Observer(port, topics=["picluster/nodes/+/status"], protocol=mqtt.MQTTv311)
+        for node in ("sim-server", "sim-worker-0001", "sim-worker-0002"):
+            observer.wait_for(f"picluster/nodes/{node}/status", "online", timeout=20)
+        observer.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=15)[0]
+    assert process.returncode == 0, output
+    assert "cluster online: 1 server and 2 workers" in output
+
+
+def test_sim_on_a_taken_port_says_to_use_that_broker(broker):
+    result = subprocess.run([sys.executable, "-m", "pidaemon", "sim", "--listen", f"127.0.0.1:{broker.port}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert (f"port 127.0.0.1:{broker.port} is already taken (is a broker such as mosquitto running there?). "
+            f"Use that broker with --broker mqtt://127.0.0.1:{broker.port}, or choose another port with --listen") \
+        in result.stderr
+
+
+def test_sim_against_mosquitto(broker, observer):
+    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "3", "--broker", broker.url],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for node in ("sim-server", "sim-worker-0001", "sim-worker-0002", "sim-worker-0003"):
+            observer.wait_for(f"picluster/nodes/{node}/status", "online", timeout=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
+    for node in ("sim-server", "sim-worker-0003"):
+        observer.wait_for(f"picluster/nodes/{node}/status", "offline", timeout=5)

@@ -250,3 +250,27 @@ def test_the_docs_example_plugin_is_the_tested_one():
     example = (EXAMPLE_PLUGIN / "pidaemon_example_sensor" / "__init__.py").read_text()
     sensor_class = example[example.index("class ExampleSensor"):example.index("class BrokenStartup")].strip()
     assert sensor_class in docs
+
+
+class HangsInStartup:
+    def __init__(self, node, config):
+        pass
+
+    @hookimpl
+    async def pidaemon_startup(self, node):
+        await asyncio.sleep(120)  # e.g. waiting for hardware that never answers
+
+
+def test_stop_during_a_hanging_startup_still_shuts_down(broker, observer):
+    catalog = catalog_with(hang=HangsInStartup)
+
+    async def scenario():
+        daemon = make_daemon("hanging", broker.url, catalog=catalog, plugins={"ping": {}, "hang": {}})
+        running = asyncio.create_task(daemon.run())
+        while daemon.bus is None or not daemon.bus.connected:
+            await asyncio.sleep(0.02)
+        daemon.stop()
+        await asyncio.wait_for(running, 20)  # the 120 s start-up is cancelled, not awaited
+
+    asyncio.run(scenario())
+    observer.wait_for("picluster/nodes/hanging/status", "offline", timeout=5)

@@ -1,0 +1,116 @@
+"""Messages between the runner (parent) and a sandboxed child, over a stream socket.
+
+Each message is a 4-byte big-endian length and a JSON object. JSON, not
+pickle, in this direction: the parent never unpickles what a child sends.
+Warble values travel tagged, so big integers and arbitrary-precision numbers
+keep their exact value: ["i", "123"], ["f", "1.5"], ["s", "text"], ["d", "3.14"].
+"""
+from __future__ import annotations
+
+import decimal
+import json
+import socket
+import struct
+from typing import Any
+
+from .formatting import int_to_str, str_to_int
+from .precision import is_mpf, mpf_to_decimal
+
+HEADER = struct.Struct(">I")
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def encode_value(value: Any, digits: int | None = None) -> list:
+    cls = value.__class__
+    if cls is int:
+        return ["i", int_to_str(value)]
+    if cls is float:
+        return ["f", repr(value)]
+    if cls is str:
+        return ["s", value]
+    if cls is decimal.Decimal:
+        return ["d", str(value)]
+    if cls is bool:
+        return ["i", "1" if value else "0"]
+    if is_mpf(value):
+        return ["d", str(mpf_to_decimal(value, digits or 15))]
+    raise ProtocolError(f"cannot send a {cls.__name__}")
+
+
+def decode_value(item: Any) -> Any:
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
+        raise ProtocolError("bad value")
+    kind, text = item
+    if len(text) > MAX_MESSAGE:
+        raise ProtocolError("value too long")
+    try:
+        if kind == "i":
+            return str_to_int(text)
+        if kind == "f":
+            return float(text)
+        if kind == "s":
+            return text
+        if kind == "d":
+            return decimal.Decimal(text)
+    except (ValueError, decimal.InvalidOperation) as exc:
+        raise ProtocolError("bad number") from exc
+    raise ProtocolError(f"bad value kind {kind!r}")
+
+
+def pack(message: dict) -> bytes:
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return HEADER.pack(len(data)) + data
+
+
+class Channel:
+    """Framed JSON messages on a connected stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def send(self, message: dict) -> None:
+        self.sock.sendall(pack(message))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pop_message(self) -> dict | None:
+        """A complete message from the buffer, or None if more bytes are needed."""
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        if size > MAX_MESSAGE:
+            raise ProtocolError("message too large")
+        if len(self.buffer) < HEADER.size + size:
+            return None
+        data = bytes(self.buffer[HEADER.size:HEADER.size + size])
+        del self.buffer[:HEADER.size + size]
+        try:
+            message = json.loads(data.decode("utf-8", "surrogatepass"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError("bad message") from exc
+        if not isinstance(message, dict):
+            raise ProtocolError("bad message")
+        return message
+
+    def feed(self) -> bool:
+        """Read what is available (blocking per the socket's timeout); False at EOF."""
+        data = self.sock.recv(1 << 16)
+        if not data:
+            return False
+        self.buffer += data
+        return True
+
+    def receive(self) -> dict:
+        """Block until one whole message arrives (used by the child)."""
+        while True:
+            message = self.pop_message()
+            if message is not None:
+                return message
+            if not self.feed():
+                raise EOFError("the other side closed the channel")

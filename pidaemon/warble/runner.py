@@ -1,0 +1,363 @@
+"""Runs Warble programs in child processes with hard limits.
+
+    with Runner(Limits()) as runner:
+        result = runner.run('PRINT(1)', user="ada", store=store, effects=effects)
+
+An in-process budget cannot stop one huge C-level operation, so the runner
+adds a process boundary. A warm zygote process (zygote.py), started once,
+forks one child per job; the caller's process is never forked (it may be an
+asyncio daemon with threads and sockets). The child runs under RLIMIT_AS and
+RLIMIT_CPU and is killed at the deadline (time_limit + kill_grace).
+
+The caller's process keeps everything that touches the world: effect
+built-ins are validated in the child, sent back as `(name, args)` as they
+happen and performed here, in order; SAVE and LOAD are forwarded here and
+use the caller's store; output lines stream back too, so a killed program
+still returns what it printed.
+
+Threads: `run` is blocking and thread-safe. Up to `max_jobs` children run at
+once (default 1); further calls wait for a free slot. If the zygote dies,
+the next `run` starts a new one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterable
+
+from .builtin import Builtin
+from .effects import RecordingEffects, lights_builtin, playsound_builtin
+from .errors import ErrorInfo, WarbleError
+from .limits import Limits
+from .program import Program, _extras
+from .protocol import Channel, ProtocolError, decode_value, encode_value
+from .result import Result
+from .store import MemoryStore
+from .errors import QuotaExceeded
+from .zygote import EXIT_MEMORY, forwarded
+
+log = logging.getLogger(__name__)
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class RunnerError(Exception):
+    """The runner itself could not work (e.g. the zygote does not start)."""
+
+
+class Runner:
+    def __init__(self, limits: Limits | None = None, *, max_jobs: int = 1, start_timeout: float = 60.0):
+        self.limits = limits or Limits()
+        self.max_jobs = max_jobs
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()            # the control socket and zygote (re)starts
+        self._slots = threading.BoundedSemaphore(max_jobs)
+        self._proc: subprocess.Popen | None = None
+        self._ctl: socket.socket | None = None
+        self._closed = False
+
+    # ---- life cycle ------------------------------------------------------------
+    def __enter__(self) -> "Runner":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        with self._lock:
+            self._closed = False
+            if self._alive():
+                return
+            self._start_zygote()
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self._ctl is not None
+
+    def _start_zygote(self) -> None:
+        self._stop_zygote()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [PACKAGE_ROOT, env.get("PYTHONPATH", "")] if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pidaemon.warble.zygote", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=env, start_new_session=True, close_fds=True)
+        finally:
+            theirs.close()
+        ours.settimeout(self.start_timeout)
+        try:
+            hello = json.loads(ours.recv(4096) or b"{}")
+        except (OSError, ValueError) as exc:
+            proc.kill()
+            proc.wait()
+            ours.close()
+            raise RunnerError(f"the Warble zygote did not start: {exc}") from None
+        if "ready" not in hello:
+            proc.kill()
+            proc.wait()
+            ours.close()
+            raise RunnerError("the Warble zygote did not start")
+        ours.settimeout(10.0)
+        self._proc, self._ctl = proc, ours
+
+    def _stop_zygote(self) -> None:
+        ctl, proc = self._ctl, self._proc
+        self._ctl = self._proc = None
+        if ctl is not None:
+            try:
+                ctl.send(pickle.dumps(("exit",)))
+            except OSError:
+                pass
+            ctl.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._stop_zygote()
+
+    # ---- control requests ---------------------------------------------------------
+    def _request(self, request: tuple, fds: list[int] = ()) -> dict:
+        """One request/reply with the zygote; caller holds the lock."""
+        assert self._ctl is not None
+        data = pickle.dumps(request)
+        if fds:
+            socket.send_fds(self._ctl, [data], list(fds))
+        else:
+            self._ctl.send(data)
+        reply = self._ctl.recv(1 << 16)
+        if not reply:
+            raise ConnectionError("the zygote closed its socket")
+        return json.loads(reply)
+
+    def _fork_job(self, job: dict, sock: socket.socket) -> int:
+        with self._lock:
+            if self._closed:
+                raise RunnerError("the runner is closed")
+            for attempt in (1, 2):
+                if not self._alive():
+                    self._start_zygote()
+                try:
+                    reply = self._request(("run", job), [sock.fileno()])
+                except (OSError, ValueError, ConnectionError):
+                    log.warning("Warble zygote gone; restarting it")
+                    self._stop_zygote()
+                    if attempt == 2:
+                        raise RunnerError("the Warble zygote keeps failing") from None
+                    continue
+                if "pid" not in reply:
+                    raise RunnerError(f"the Warble zygote refused the job: {reply.get('error')}")
+                return int(reply["pid"])
+        raise RunnerError("unreachable")  # pragma: no cover
+
+    def _kill(self, pid: int) -> None:
+        with self._lock:
+            if self._alive():
+                try:
+                    self._request(("kill", pid))
+                    return
+                except (OSError, ValueError, ConnectionError):
+                    self._stop_zygote()
+        try:  # the zygote is gone, so the orphaned child cannot be asked for: kill it directly
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _status(self, pid: int) -> int | None:
+        with self._lock:
+            if not self._alive():
+                return None
+            try:
+                return self._request(("status", pid)).get("status")
+            except (OSError, ValueError, ConnectionError):
+                self._stop_zygote()
+                return None
+
+    # ---- running -------------------------------------------------------------------
+    def run(self, source_or_program: str | Program, *, user: str = "anonymous", store=None,
+            effects=None, builtins: Iterable[Builtin] = (), limits: Limits | None = None,
+            seed: int | None = None) -> Result:
+        """Run in a sandboxed child; returns a Result, never raises for what the program does.
+
+        Raises ValueError for a misconfigured built-in and RunnerError when no
+        child can be started at all.
+        """
+        if isinstance(source_or_program, Program):
+            source = source_or_program.source
+            extra_list = list(source_or_program.builtins)
+            names = {b.name for b in builtins}
+            extra_list = [b for b in extra_list if b.name not in names] + list(builtins)
+        else:
+            source = source_or_program
+            extra_list = list(builtins)
+        limits = limits or self.limits
+        extras = _extras(extra_list)
+        if effects is None:
+            effects = RecordingEffects()
+        if store is None:
+            store = MemoryStore(limits.max_saved_keys, limits.max_saved_value_length)
+        env = dict(extras)
+        env.setdefault("LIGHTS", lights_builtin(limits.light_count, effects.lights))
+        env.setdefault("PLAYSOUND", playsound_builtin(limits.sounds, effects.play))
+        sent = [dataclasses.replace(b, perform=forwarded) if b.effect else b for b in extras.values()]
+        job = {"source": source, "limits": limits, "user": user, "builtins": sent, "seed": seed}
+        try:
+            pickle.dumps(job)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"a built-in cannot be sent to the sandbox (use module-level functions "
+                             f"or picklable objects for validate/perform): {exc}") from None
+        with self._slots:
+            return self._run_job(job, env, store, user, limits)
+
+    def _run_job(self, job: dict, env: dict, store, user: str, limits: Limits) -> Result:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        started = time.monotonic()
+        try:
+            try:
+                pid = self._fork_job(job, theirs)
+            finally:
+                theirs.close()
+            return self._collect(pid, Channel(ours), env, store, user, limits, started)
+        finally:
+            ours.close()
+
+    def _collect(self, pid: int, channel: Channel, env: dict, store, user: str, limits: Limits,
+                 started: float) -> Result:
+        deadline = started + limits.time_limit + limits.kill_grace
+        output: list[str] = []
+        out_chars = 0
+        done: dict | None = None
+        stop: tuple[str, str] | None = None       # (status, message) when we end the child
+        eof = False
+        while done is None and not eof:
+            message = channel.pop_message() if channel.buffer else None
+            if message is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stop = ("timeout", f"time limit of {limits.time_limit:g} s reached (stopped)")
+                    break
+                ready, _, _ = select.select([channel.sock], [], [], left)
+                if not ready:
+                    continue
+                try:
+                    eof = not channel.feed()
+                except OSError:
+                    eof = True
+                continue
+            try:
+                kind = message.get("t")
+                if kind == "out":
+                    line = str(message["l"])
+                    out_chars += len(line) + 1
+                    if out_chars > limits.max_output_chars or len(output) >= limits.max_output_lines:
+                        stop = ("output_limit", "output limit reached")
+                        break
+                    output.append(line)
+                elif kind == "fx":
+                    failure = self._perform(env, message)
+                    if failure is not None:
+                        stop = ("error", failure)
+                        break
+                elif kind == "get":
+                    channel.send(self._load(store, user, message))
+                elif kind == "set":
+                    channel.send(self._save(store, user, message))
+                elif kind == "done":
+                    done = message["r"]
+                else:
+                    raise ProtocolError(f"unknown message {kind!r}")
+            except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+                log.warning("Warble child sent a bad message: %s", exc)
+                stop = ("crashed", "the sandbox sent a bad message")
+                break
+            except OSError:
+                eof = True
+        elapsed = time.monotonic() - started
+        if done is not None:
+            try:
+                result = Result.from_dict(done)
+            except (KeyError, TypeError, ValueError):
+                result = Result("crashed", [], ErrorInfo("the sandbox sent a bad result"))
+            result.output = output
+            result.elapsed = elapsed
+            return result
+        if stop is not None:
+            self._kill(pid)
+            return Result(stop[0], output, ErrorInfo(stop[1]), 0, elapsed)
+        # the child ended without a result: find out how
+        return _ended(self._status(pid), limits, output, elapsed)
+
+    def _perform(self, env: dict, message: dict) -> str | None:
+        name = str(message["n"])
+        builtin = env.get(name)
+        if builtin is None or not builtin.effect:
+            raise ProtocolError(f"unknown effect {name!r}")
+        args = tuple(decode_value(a) for a in message["a"])
+        try:
+            builtin.perform(tuple(builtin.validate(args)))
+        except WarbleError as exc:
+            return exc.message
+        except Exception:  # noqa: BLE001 - a failing device must not take the runner down
+            log.exception("Warble effect %s failed", name)
+            return f"{name} could not be performed"
+        return None
+
+    @staticmethod
+    def _load(store, user: str, message: dict) -> dict:
+        try:
+            value = store.get(user, str(message["k"]))
+        except WarbleError as exc:
+            return {"e": exc.message}
+        except Exception:  # noqa: BLE001
+            log.exception("Warble store get failed")
+            return {"e": "LOAD: storage is not available"}
+        return {"v": None if value is None else encode_value(value)}
+
+    @staticmethod
+    def _save(store, user: str, message: dict) -> dict:
+        value = decode_value(message["v"])
+        try:
+            store.set(user, str(message["k"]), value)
+        except WarbleError as exc:
+            return {"e": exc.message, "q": isinstance(exc, QuotaExceeded)}
+        except Exception:  # noqa: BLE001
+            log.exception("Warble store set failed")
+            return {"e": "SAVE: storage is not available"}
+        return {"ok": True}
+
+
+def _ended(status: int | None, limits: Limits, output: list[str], elapsed: float) -> Result:
+    """A Result for a child that ended without reporting one."""
+    if status is not None and os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return Result("timeout", output, ErrorInfo("CPU time limit reached"), 0, elapsed)
+        if sig == signal.SIGKILL:   # not by us: the kernel's OOM killer
+            return Result("memory_limit", output, ErrorInfo("the program was killed (out of memory)"),
+                          0, elapsed)
+        return Result("crashed", output, ErrorInfo(f"the sandbox crashed (signal {sig})"), 0, elapsed)
+    if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_MEMORY:
+        return Result("memory_limit", output, ErrorInfo("out of memory"), 0, elapsed)
+    return Result("crashed", output, ErrorInfo("the sandbox ended without a result"), 0, elapsed)
