@@ -78,7 +78,9 @@ class Compiler:
 
     def __post_init__(self) -> None:
         self.B = self.info.max_bits
-        self.M = 1 << self.B
+        # with a huge configured limit the inline bounds would be huge constants: call instead
+        self.inline_bounds = self.B <= 1 << 20
+        self.M = 1 << self.B if self.inline_bounds else 0
         self.loops: list[_Loop] = []
         self.temps = 0
 
@@ -191,7 +193,7 @@ class Compiler:
         target = "v_" + s.name
         t = self.info.types(s.value)
         if t & INT and self.info.bound(s.value) > self.B and not self.accumulates(s):
-            if t & STR:
+            if t & STR or not self.inline_bounds:
                 return [self.assign(target, self.call_helper("_chk", [value], pid), pid)]
             in_range = _at(ast.Compare(left=self.const(-self.M, pid), ops=[ast.Lt(), ast.Lt()],
                                        comparators=[self.name(target, pid), self.const(self.M, pid)]), pid)
@@ -349,6 +351,8 @@ class Compiler:
     def checked_mul(self, e: S.Binary, a, b, pid: int):
         B = self.B
         info = self.info
+        if not self.inline_bounds:
+            return self.call_helper("_mul", [a, b], pid)
         left_const = isinstance(e.left, S.Num) and isinstance(e.left.value, int)
         right_const = isinstance(e.right, S.Num) and isinstance(e.right.value, int)
         if left_const or right_const:

@@ -152,7 +152,7 @@ class Runner:
             raise ConnectionError("the zygote closed its socket")
         return json.loads(reply)
 
-    def _fork_job(self, job: dict, sock: socket.socket) -> int:
+    def _fork_job(self, job: bytes, sock: socket.socket) -> int:
         with self._lock:
             if self._closed:
                 raise RunnerError("the runner is closed")
@@ -224,14 +224,14 @@ class Runner:
         sent = [dataclasses.replace(b, perform=forwarded) if b.effect else b for b in extras.values()]
         job = {"source": source, "limits": limits, "user": user, "builtins": sent, "seed": seed}
         try:
-            pickle.dumps(job)
+            job_bytes = pickle.dumps(job)
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"a built-in cannot be sent to the sandbox (use module-level functions "
                              f"or picklable objects for validate/perform): {exc}") from None
         with self._slots:
-            return self._run_job(job, env, store, user, limits)
+            return self._run_job(job_bytes, env, store, user, limits)
 
-    def _run_job(self, job: dict, env: dict, store, user: str, limits: Limits) -> Result:
+    def _run_job(self, job: bytes, env: dict, store, user: str, limits: Limits) -> Result:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         started = time.monotonic()
         try:

@@ -157,7 +157,8 @@ class Run(Arithmetic, StandardLibrary):
         self.store = store
         self.effects = effects
         self.extras = extras or {}
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._rng: random.Random | None = None
         self.ctx = None
         self.digits: int | None = None
         self.decimal_texts = decimal_texts or []
@@ -175,6 +176,12 @@ class Run(Arithmetic, StandardLibrary):
         self.start = monotonic()
         self.last_charge = self.start
         self.deadline = self.start + limits.time_limit
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
 
     # ---- time and steps ----------------------------------------------------
     def now(self) -> float:

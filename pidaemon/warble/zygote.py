@@ -4,16 +4,21 @@ The runner starts this module once (`python -m pidaemon.warble.zygote FD`).
 It imports Warble, warms it up, freezes its heap for cheap copy-on-write and
 then waits on its control socket (FD, SOCK_SEQPACKET) for requests:
 
-    ("run", job) + a stream socket  -> {"pid": pid}   fork a child for the job
-    ("kill", pid)                   -> {"ok": true}   SIGKILL a child that still runs
-    ("status", pid)                 -> {"status": n}  the child's wait status
-    ("exit",)                                         stop (also on EOF)
+    ("run", job_bytes) + a stream socket -> {"pid": pid}  start a child for the job
+    ("kill", pid)                        -> {"ok": true}  SIGKILL a child that still runs
+    ("status", pid)                      -> {"status": n} the child's wait status
+    ("exit",)                                             stop (also on EOF)
 
-The zygote never runs user code. A child closes the control socket at once,
-takes its limits (RLIMIT_AS, RLIMIT_CPU, no files, no core, no forks),
-compiles and runs the program and talks only to the runner, over the job
-socket (see protocol.py): output lines, effects, SAVE/LOAD round trips and a
-final "done". It always ends with os._exit.
+To keep fork and copy-on-write faults off the critical path, the zygote
+keeps one spare child forked and warmed up in advance; a job goes to the
+spare, and a new spare is forked after the reply. The zygote never runs user
+code (nor unpickles a job: only the child does).
+
+A child closes the control socket at once. When its job arrives it takes
+its limits (RLIMIT_AS, RLIMIT_CPU, no files, no core, no forks), compiles and
+runs the program and talks only to the runner, over the job socket (see
+protocol.py): output lines, effects, SAVE/LOAD round trips and a final
+"done". It always ends with os._exit.
 """
 from __future__ import annotations
 
@@ -90,8 +95,8 @@ def _vm_size() -> int:
         return 512 * MB
 
 
-def _limit_resources(limits: Limits) -> None:
-    memory = _vm_size() + limits.memory_mb * MB
+def _limit_resources(limits: Limits, vm_size: int) -> None:
+    memory = vm_size + limits.memory_mb * MB
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(math.ceil(limits.time_limit)) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -102,18 +107,34 @@ def _limit_resources(limits: Limits) -> None:
             pass
 
 
-def child_main(job_fd: int, job: dict, devnull: int) -> None:
-    """Run one job in a freshly forked child. Never returns."""
-    code = 0
-    channel = None
+def spare_main(spare: socket.socket, devnull: int) -> None:
+    """A pre-forked child: warm up, wait for one job, run it. Never returns."""
+    code = EXIT_CRASH
     try:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         gc.disable()
+        _warm_up()
+        vm_size = _vm_size()
+        data, fds, _flags, _addr = socket.recv_fds(spare, 1 << 22, 1)
+        spare.close()
+        if not data or len(fds) != 1:
+            code = 0
+        else:
+            child_main(fds[0], pickle.loads(data), vm_size)
+    finally:
+        os._exit(code)
+
+
+def child_main(job_fd: int, job: dict, vm_size: int) -> None:
+    """Run one job in this child. Never returns."""
+    code = 0
+    channel = None
+    try:
         sock = socket.socket(fileno=job_fd)
         channel = Channel(sock)
         limits: Limits = job["limits"]
-        _limit_resources(limits)
+        _limit_resources(limits, vm_size)
         builtins: list[Builtin] = job["builtins"]
         try:
             program = compile_program(job["source"], limits=limits, builtins=builtins)
@@ -150,16 +171,22 @@ class _NoEffects:
 
 
 def _warm_up() -> None:
-    """Compile and run a little of everything so children start hot."""
+    """Compile and run a little of everything so that children start hot."""
     program = compile_program('x=1.5;s="a"+x;FOR(i=0;i<3;i++){x=x*i+SQRT(4)};IF(x>1){PRINT(s,x^2)}')
     program.run()
-    json.dumps({"a": [1, "b"]})
+    a, b = socket.socketpair()
+    Channel(a).send({"t": "out", "l": "x"})
+    Channel(b).receive()
+    a.close()
+    b.close()
+    Result("ok").to_dict()
 
 
 def serve(ctl: socket.socket) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     statuses: "OrderedDict[int, int]" = OrderedDict()
     live: set[int] = set()
+    spare: tuple[int, socket.socket] | None = None
 
     def reap() -> None:
         while live:
@@ -178,8 +205,48 @@ def serve(ctl: socket.socket) -> None:
     def reply(obj: dict) -> None:
         ctl.send(json.dumps(obj).encode())
 
+    def fork_spare() -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctl.close()
+                ours.close()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                spare_main(theirs, devnull)
+            finally:
+                os._exit(EXIT_CRASH)
+        theirs.close()
+        live.add(pid)
+        return pid, ours
+
+    def hand_over(job: bytes, fd: int) -> int:
+        nonlocal spare
+        for _attempt in (1, 2):
+            if spare is None:
+                spare = fork_spare()
+            pid, sock = spare
+            spare = None
+            try:
+                socket.send_fds(sock, [job], [fd])
+                return pid
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            finally:
+                sock.close()
+        raise OSError("no child could take the job")
+
+    spare = fork_spare()
     while True:
         reap()
+        if spare is not None and spare[0] not in live:
+            spare[1].close()
+            spare = None
+        if spare is None:
+            spare = fork_spare()
         ready, _, _ = select.select([ctl], [], [], 0.5)
         if not ready:
             continue
@@ -191,29 +258,27 @@ def serve(ctl: socket.socket) -> None:
             break
         try:
             request = pickle.loads(data)
+            op = request[0]
         except Exception:  # noqa: BLE001
             for fd in fds:
                 os.close(fd)
             reply({"error": "bad request"})
             continue
-        op = request[0]
         if op == "run":
             if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
                 reply({"error": "run needs one socket"})
                 continue
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    ctl.close()
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    child_main(fds[0], request[1], devnull)
-                finally:
-                    os._exit(EXIT_CRASH)
-            os.close(fds[0])
-            live.add(pid)
-            reply({"pid": pid})
+            try:
+                pid = hand_over(request[1], fds[0])
+            except OSError as exc:
+                reply({"error": str(exc)})
+            else:
+                reply({"pid": pid})
+            finally:
+                os.close(fds[0])
+            spare = fork_spare()
         elif op == "kill":
             pid = request[1]
             reap()
