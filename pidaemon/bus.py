@@ -156,6 +156,7 @@ class Bus:
         self._connected = False
         self._watched_socket: int | None = None  # file descriptor
         self._pending_suback: int | None = None
+        self._unacknowledged: set[int] = set()  # message ids of QoS 1/2 publishes not yet acknowledged
         self.connected_event = asyncio.Event()
         self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0}
         self.client = self._make_client()
@@ -171,6 +172,11 @@ class Bus:
     def queued(self) -> int:
         """QoS 1 messages waiting for a connection."""
         return len(self._offline_queue)
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 messages sent (or to be re-sent) but not yet acknowledged by the broker."""
+        return len(self._unacknowledged)
 
     def start(self) -> None:
         """Begin connecting in the background; returns at once."""
@@ -203,6 +209,8 @@ class Bus:
         data = encode_payload(payload)
         if self._connected:
             info = self.client.publish(topic, data, qos, retain, properties)
+            if qos > 0:
+                self._unacknowledged.add(info.mid)
             return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) and (qos > 0 or info.rc == 0)
         if qos == 0:
             return False
@@ -233,10 +241,15 @@ class Bus:
         self._stopping = True
         try:
             if self._connected:
-                infos = [self.client.publish(t, encode_payload(p), q, r) for t, p, q, r in final]
-                await self._wait_published(infos, timeout)
+                for topic, payload, qos, retain in final:
+                    self.publish(topic, payload, qos, retain)
+                # Wait for the broker to acknowledge everything sent at QoS 1, not only `final`.
+                await self._wait_for(lambda: not self._unacknowledged, timeout)
                 self.client.disconnect()
                 await self._wait_for(lambda: self._watched_socket is None, timeout=0.5)
+            undelivered = len(self._unacknowledged) + len(self._offline_queue)
+            if undelivered:
+                self.log.warning("stopping with %d QoS 1 messages not acknowledged by the broker", undelivered)
         finally:
             for task in (self._runner, self._misc):
                 if task is not None:
@@ -276,6 +289,7 @@ class Bus:
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
+        client.on_publish = self._paho_publish
         client.on_socket_open = self._paho_socket_open
         client.on_socket_close = self._paho_socket_close
         client.on_socket_register_write = self._paho_register_write
@@ -415,9 +429,12 @@ class Bus:
             _, self._pending_suback = self.client.subscribe(list(self._filters.items()))
         while self._offline_queue and self._connected:
             topic, data, qos, retain, properties = self._offline_queue.popleft()
-            self.client.publish(topic, data, qos, retain, properties)
+            self._unacknowledged.add(self.client.publish(topic, data, qos, retain, properties).mid)
         if not self._filters:
             self._subscriptions_ready()
+
+    def _paho_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._unacknowledged.discard(mid)
 
     def _paho_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid != self._pending_suback:
@@ -432,9 +449,6 @@ class Bus:
         if self._connected:
             self.connected_event.set()
             self._on_connected()
-
-    async def _wait_published(self, infos, timeout: float) -> None:
-        await self._wait_for(lambda: all(i.is_published() or i.rc not in (0,) for i in infos), timeout)
 
     async def _wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = self._loop.time() + timeout

@@ -139,7 +139,8 @@ class Daemon:
             "broker": self.broker.url if self.broker else None,
             "plugins": {name: record.to_dict() for name, record in self.records.items()},
             "failed_plugins": sorted(n for n, r in self.records.items() if r.state == "failed"),
-            "bus": dict(self.bus.stats, queued=self.bus.queued) if self.bus else {},
+            "bus": dict(self.bus.stats, queued=self.bus.queued, unacknowledged=self.bus.unacknowledged)
+            if self.bus else {},
         }
 
     # ------------------------------------------------------------ lifecycle

@@ -197,3 +197,20 @@ def test_both_protocol_versions_connect(broker, observer, protocol):
     ok, node_id = asyncio.run(scenario())
     assert ok
     observer.wait_for(f"picluster/nodes/{node_id}/status", "offline")
+
+
+def test_shutdown_waits_until_every_qos1_message_is_acknowledged(broker, observer):
+    async def scenario():
+        daemon = make_daemon("burst", broker.url)
+        await daemon.start()
+        assert await daemon.bus.wait_connected(10)
+        for i in range(500):
+            daemon.publish("picluster/test/burst", str(i), qos=1)
+        await daemon.shutdown()  # right away: the 500 are still in flight
+        return daemon.status()["bus"]
+
+    stats = asyncio.run(scenario())
+    assert stats["unacknowledged"] == 0
+    observer.wait_for("picluster/nodes/burst/status", "offline")
+    received = [m.payload for m in observer.messages if m.topic == "picluster/test/burst"]
+    assert received == [str(i).encode() for i in range(500)]
