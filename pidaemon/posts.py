@@ -1,0 +1,47 @@
+"""Finding the Warble program in a social-media post: `#pi{...}`.
+
+The program runs from the first `{` after `#pi` to its matching `}`; braces
+inside string literals ("…", “…”) do not count.  A post may carry other text
+and hashtags around it.
+"""
+
+from __future__ import annotations
+
+import re
+
+HASHTAG = re.compile(r"#pi\s*(?=\{)", re.IGNORECASE)
+QUOTES = {'"': '"', "\u201c": "\u201d\"", "\u201d": "\u201d\"", "\u201e": "\u201d\u201c\""}
+
+
+class NoWarble(ValueError):
+    """The post has no complete `#pi{...}` program."""
+
+
+def extract_warble(post: str) -> str:
+    """The program text between the braces of the first complete `#pi{...}` in `post`."""
+    for match in HASHTAG.finditer(post):
+        start = match.end()  # at the "{"
+        end = _matching_brace(post, start)
+        if end is not None:
+            return post[start + 1:end]
+    raise NoWarble("no #pi{...} program in the post" if not HASHTAG.search(post)
+                   else "the #pi{ program has no matching }")
+
+
+def _matching_brace(text: str, start: int) -> int | None:
+    depth = 0
+    closing_quote = None
+    for index in range(start, len(text)):
+        char = text[index]
+        if closing_quote is not None:
+            if char in closing_quote:
+                closing_quote = None
+        elif char in QUOTES:
+            closing_quote = QUOTES[char]
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
