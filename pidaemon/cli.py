@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(plugins, config_required=False)
     plugins.set_defaults(func=cmd_plugins)
 
-    for module in ("pidaemon.warble.cli", "pidaemon.status_cli"):
+    for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli"):
         try:
             commands_module = importlib.import_module(module)
         except ModuleNotFoundError as exc:  # TEMPORARY while issues 3 and 4 are written

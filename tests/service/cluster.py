@@ -1,0 +1,67 @@
+"""A small Warble cluster for tests: a server (registry + warble_server) and workers, on one loop or as processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.nodes import make_daemon, node_config
+
+FAST_REGISTRY = {"ping_interval": 0.5, "missed_pings": 3, "publish_delay": 0.1, "flush_interval": 0.2}
+
+
+def server_plugins(tmp_path, **warble) -> dict:
+    return {
+        "ping": {},
+        "registry": {**FAST_REGISTRY, "db": str(tmp_path / "registry.sqlite3")},
+        "warble_server": {"db": str(tmp_path / "jobs.sqlite3"), "store_db": str(tmp_path / "store.sqlite3"),
+                          "cpu_threshold": 101, **warble},  # every worker shares this machine's CPU
+    }
+
+
+def worker_plugins(slots=2, **limits) -> dict:
+    return {"ping": {}, "warble_worker": {"slots": slots, "limits": {"time_limit": 5, **limits} }}
+
+
+def server_config(node_id, broker_url, tmp_path, **warble) -> dict:
+    config = node_config(node_id, broker_url, role="server", plugins=server_plugins(tmp_path, **warble),
+                         session_expiry=600)
+    config["node"]["state_dir"] = str(tmp_path)
+    return config
+
+
+def worker_config(node_id, broker_url, slots=2, **limits) -> dict:
+    return node_config(node_id, broker_url, plugins=worker_plugins(slots, **limits))
+
+
+async def wait_until(condition, timeout=30.0, interval=0.05):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+class InProcessCluster:
+    def __init__(self, broker_url, tmp_path, workers=2, slots=2, **warble):
+        self.server = make_daemon("server", broker_url, role="server", plugins=server_plugins(tmp_path, **warble),
+                                  session_expiry=600)
+        self.server.config["node"]["state_dir"] = str(tmp_path)
+        self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots))
+                        for i in range(1, workers + 1)]
+
+    @property
+    def service(self):
+        return self.server.plugin("warble_server")
+
+    async def __aenter__(self):
+        await self.server.start()
+        for worker in self.workers:
+            await worker.start()
+        registry = self.server.plugin("registry")
+        await wait_until(lambda: len(registry.healthy_nodes("warble")) == len(self.workers))
+        return self
+
+    async def __aexit__(self, *exc):
+        await asyncio.gather(*(w.shutdown() for w in self.workers))
+        await self.server.shutdown()

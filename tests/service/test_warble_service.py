@@ -1,0 +1,83 @@
+"""The Warble service end to end through a real mosquitto: intake, dispatch, results, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from tests.service.cluster import InProcessCluster, wait_until
+
+
+def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_path):
+    """Clients nobody in this project wrote: mosquitto_pub and mosquitto_sub."""
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path):
+            sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-t", "picluster/warble/results/#",
+                                    "-C", "2", "-W", "30"], stdout=subprocess.PIPE, text=True)
+            await asyncio.sleep(0.5)  # let mosquitto_sub subscribe
+            subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", "picluster/warble/submit",
+                            "-m", "#pi{FOR(i=0;i<3;i++){PRINT(i)}}"], check=True)
+            out, _ = await asyncio.to_thread(sub.communicate, timeout=40)
+            return [json.loads(line) for line in out.splitlines()]
+
+    ack, result = asyncio.run(scenario())
+    assert ack["status"] == "queued" and ack["user"] == "anonymous"
+    assert result["id"] == ack["id"]
+    assert result["status"] == "ok"
+    assert result["output"] == ["0", "1", "2"]
+    assert result["node"] in ("worker-1", "worker-2")
+
+
+def test_rejected_submissions_answer_at_once(broker, observer, tmp_path):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path) as cluster:
+            bad = cluster.service.submit("ada", "PRINT((1)")
+            long = cluster.service.submit("ada", "PRINT(1);" * 40)
+            return bad, long
+
+    bad, long = asyncio.run(scenario())
+    assert bad["status"] == "rejected" and bad["error"]["line"] == 1 and bad["error"]["column"]
+    assert long["status"] == "rejected" and "280" in long["error"]["message"]
+    published = json.loads(observer.wait_for(f"picluster/warble/results/{bad['id']}").payload)
+    assert published["status"] == "rejected"
+
+
+def test_save_on_one_worker_load_on_another_and_users_are_apart(broker, tmp_path):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=2, slots=1, slots_per_worker=1) as cluster:
+            service = cluster.service
+            saved = service.submit("ada", 'SAVE("pi",1)')
+            await wait_until(lambda: service.get(saved["id"])["state"] == "done")
+            first_node = service.get(saved["id"])["node"]
+            # Keep the (idle, first by name) worker busy so that the LOAD goes to the other one.
+            busy = service.submit("zed", "SLEEP(3)")
+            await wait_until(lambda: service.get(busy["id"])["state"] in ("dispatched", "running"))
+            loaded = service.submit("ada", 'x=LOAD("pi");x++;SAVE("pi",x);PRINT(x)')
+            other = service.submit("bob", 'PRINT(LOAD("pi"))')
+            await wait_until(lambda: all(service.get(j["id"])["state"] == "done" for j in (loaded, other, busy)))
+            return first_node, service.get(busy["id"]), service.get(loaded["id"]), service.get(other["id"])
+
+    first_node, busy, loaded, other = asyncio.run(scenario())
+    assert loaded["result"]["output"] == ["2"]
+    assert loaded["node"] != first_node  # saved on one worker, loaded on the other
+    assert other["result"]["output"] == ["0"]
+
+
+def test_hostile_programs_end_with_their_status_and_the_worker_keeps_serving(broker, tmp_path):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=1, slots=2) as cluster:
+            service = cluster.service
+            endless = service.submit("mallory", "WHILE(1<2){}")
+            bomb = service.submit("mallory", 's="a";WHILE(1<2){s=s+s}')
+            await wait_until(lambda: all(service.get(j["id"])["state"] == "done" for j in (endless, bomb)), 60)
+            after = service.submit("ada", "PRINT(6*7)")
+            await wait_until(lambda: service.get(after["id"])["state"] == "done")
+            return [service.get(j["id"])["result"] for j in (endless, bomb, after)]
+
+    endless, bomb, after = asyncio.run(scenario())
+    assert endless["status"] in ("step_limit", "timeout")
+    assert bomb["status"] in ("error", "memory_limit") and bomb["error"]["message"]
+    assert after["status"] == "ok" and after["output"] == ["42"]
