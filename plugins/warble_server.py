@@ -48,7 +48,8 @@ class WarbleServer:
         "store_db": String(default=None, doc="SAVE/LOAD values; default <state_dir>/warble-store.sqlite3"),
         "cpu_threshold": Number(min=0, default=30, doc="a worker above this CPU percent gets no new job"),
         "slots_per_worker": Integer(min=1, default=None, doc="jobs per worker at once; default its core count"),
-        "lease_margin": Number(min=1, default=15,
+        "job_time_limit": Number(min=0.1, default=30, doc="the workers' Warble time limit, in seconds"),
+        "lease_margin": Number(min=0.1, default=15,
                                doc="seconds beyond the time limit before a silent worker's job is re-queued"),
         "max_attempts": Integer(min=1, default=3),
         "queue_deadline": Number(min=1, default=600, doc="seconds a job may wait before it expires"),
@@ -67,7 +68,7 @@ class WarbleServer:
         self.db_path = Path(config["db"]) if config["db"] else state / "warble-jobs.sqlite3"
         self.store_path = Path(config["store_db"]) if config["store_db"] else state / "warble-store.sqlite3"
         self.limits = Limits(max_program_length=config["max_source_length"])
-        self.lease = self.limits.time_limit + self.limits.kill_grace + config["lease_margin"]
+        self.lease = config["job_time_limit"] + self.limits.kill_grace + config["lease_margin"]
         self.queue: JobQueue | None = None
         self.store: SqliteStore | None = None
         self.leaderboard: Leaderboard | None = None
@@ -272,7 +273,10 @@ class WarbleServer:
     def _after_requeue(self, job: Job) -> None:
         self.stats["requeued"] += 1
         if job.result is not None:  # gave up after max_attempts
+            self.node.log.warning("job %s failed: %s", job.id, job.result["error"]["message"])
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
+        else:
+            self.node.log.info("job %s re-queued (attempt %d done)", job.id, job.attempts)
         self._wake.set()
 
     # ------------------------------------------------------------ results

@@ -33,6 +33,16 @@ class RangeLoop:
     op: str          # '<', '<=', '>', '>='
 
 
+def folded_power(e) -> int | None:
+    """The value of `int^int` written with two literals, when small: 10^6 costs nothing."""
+    if (isinstance(e, S.Binary) and e.op == "^" and isinstance(e.left, S.Num) and isinstance(e.right, S.Num)
+            and isinstance(e.left.value, int) and isinstance(e.right.value, int)):
+        a, b = e.left.value, e.right.value
+        if 0 <= b <= 1024 and abs(a).bit_length() * b <= 1024:
+            return a ** b
+    return None
+
+
 def assigned_names(stmts) -> set[str]:
     names: set[str] = set()
     for node in S.walk(stmts):
@@ -142,6 +152,8 @@ class TypeInfo:
         if isinstance(e, (S.Compare, S.Logic)):
             return INT
         if isinstance(e, S.Binary):
+            if folded_power(e) is not None:
+                return INT
             return binary_types(e.op, self.types(e.left), self.types(e.right))
         if isinstance(e, S.Call):
             if e.name in self.extra_names:
@@ -153,8 +165,7 @@ class TypeInfo:
                     t |= self.types(a)
                 return t
             if sig.returns == NUMERIC_ARGS:
-                t = self.types(e.args[0]) & NUM
-                return t | (FLT if t & INT and len(e.args) > 1 else 0)
+                return self.types(e.args[0]) & NUM
             if e.name == "POW":
                 return binary_types("^", self.types(e.args[0]), self.types(e.args[1]))
             return sig.returns
@@ -174,6 +185,9 @@ class TypeInfo:
         if isinstance(e, (S.Compare, S.Logic)):
             return 1
         if isinstance(e, S.Binary):
+            folded = folded_power(e)
+            if folded is not None:
+                return folded.bit_length()
             if e.op in ("+", "-"):
                 return max(self.bound(e.left), self.bound(e.right)) + 1
             if e.op == "*":

@@ -16,8 +16,9 @@ from .limits import Limits
 
 KEYWORDS = frozenset({"IF", "ELSE", "WHILE", "FOR", "BREAK", "CONTINUE"})
 
-OPEN_QUOTES = "\"\u201c\u201d\u201e"      # " “ ” „
-CLOSE_QUOTES = "\"\u201c\u201d"           # " “ ”
+# opening quote -> the quotes that close it: straight quotes pair with straight
+# quotes; a phone's “ ” „ close with a typographic or a straight quote
+QUOTES = {"\"": "\"", "\u201c": "\u201d\"", "\u201d": "\u201d\"", "\u201e": "\u201d\u201c\""}
 
 # Longest first; the value is the operator as the parser sees it.
 OPERATORS = [
@@ -165,14 +166,15 @@ def tokenize(source: str, limits: Limits, reserved: frozenset[str]) -> list[Toke
             for text, pos in _split_word(word, reserved):
                 tokens.append(Token("name", text, None, line, col + pos))
             continue
-        if c in OPEN_QUOTES:
+        if c in QUOTES:
+            closing = QUOTES[c]
             i += 1
             chars_start = i
             while True:
                 if i >= n or source[i] == "\n":
                     raise WarbleError("unterminated string: it needs a closing quote", line, col)
                 ch = source[i]
-                if ch in CLOSE_QUOTES:
+                if ch in closing:
                     break
                 cat = unicodedata.category(ch)
                 if cat in ("Cc", "Cs") or ch in BIDI_CONTROLS:

@@ -22,7 +22,7 @@ INT, FLT, STR = 1, 2, 4
 NUM = INT | FLT
 ANY = INT | FLT | STR
 SAME = -1          # result type: the union of the argument types (MIN, MAX)
-NUMERIC_ARGS = -2  # result type: the numeric part of the first argument (ABS, ROUND)
+NUMERIC_ARGS = -2  # result type: the numeric part of the first argument (ABS)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _sig(name, lo, hi, returns, doc, example, expected) -> Signature:
 SIGNATURES: dict[str, Signature] = {s.name: s for s in [
     _sig("PRINT", 0, None, INT, "PRINT(a, b, ...): print the values separated by spaces, one line per call",
          'PRINT("x =", 2+3)', "x = 5"),
-    _sig("ROUND", 1, 2, NUMERIC_ARGS, "ROUND(x[, n]): round to n decimals (to a whole number without n; halves go to even)",
+    _sig("ROUND", 1, 2, NUM, "ROUND(x[, n]): round to n decimals (to a whole number without n; halves go to even)",
          "PRINT(ROUND(3.14159, 2), ROUND(2.5))", "3.14 2"),
     _sig("ABS", 1, 1, NUMERIC_ARGS, "ABS(x): absolute value", "PRINT(ABS(-2.5))", "2.5"),
     _sig("SQRT", 1, 1, FLT, "SQRT(x): square root", "PRINT(SQRT(16))", "4.0"),

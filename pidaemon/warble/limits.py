@@ -35,7 +35,8 @@ class Limits:
     # Child-process runner
     memory_mb: int = 256               # address space a child may add to the warm interpreter
     kill_grace: float = 0.5            # seconds after time_limit before the hard kill
-    # Effect validation
+    # Effects
+    max_effects: int = 10_000          # LIGHTS, PLAYSOUND and plugin effects per run
     light_count: int = 24              # LIGHTS index is 0 .. light_count-1
     sounds: tuple[str, ...] = field(default=DEFAULT_SOUNDS)
 

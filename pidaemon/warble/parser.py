@@ -147,6 +147,8 @@ class Parser:
             self.expect("}", "}", opener=tok)
             self.leave()
             return S.Block(tok.line, tok.col, body)
+        if tok.kind == "op" and tok.text in ("++", "--"):
+            raise WarbleError(f"{tok.text} goes after a variable name (i{tok.text})", tok.line, tok.col)
         if tok.kind != "name":
             raise WarbleError(f"expected a statement, found {_show(tok)}", tok.line, tok.col)
         word = tok.text

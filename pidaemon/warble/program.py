@@ -21,10 +21,11 @@ from . import syntax as S
 from .builtin import Builtin
 from .compiler import Compiled, Compiler, Position
 from .effects import RecordingEffects, lights_builtin, playsound_builtin
-from .errors import ErrorInfo, MemoryLimitExceeded, WarbleError
+from .errors import ErrorInfo, WarbleError
 from .arith import FLOAT_TOO_LARGE
 from .inference import TypeInfo
 from .library import CORE_NAMES, EFFECT_NAMES, SIGNATURES
+from .lexer import KEYWORDS
 from .limits import Limits
 from .parser import parse
 from .result import Result
@@ -37,12 +38,13 @@ log = logging.getLogger(__name__)
 COMPILE_FIELDS = ("max_program_length", "max_depth", "max_number_digits")
 
 
-def _extras(builtins: Iterable[Builtin]) -> dict[str, Builtin]:
+def check_builtins(builtins: Iterable[Builtin]) -> dict[str, Builtin]:
+    """Extra built-ins by name; ValueError if one would shadow the language or another."""
     extras: dict[str, Builtin] = {}
     for b in builtins:
         if not isinstance(b, Builtin):
             raise TypeError(f"expected a Builtin, got {type(b).__name__}")
-        if b.name in CORE_NAMES or b.name in ("IF", "ELSE", "ELSEIF", "WHILE", "FOR", "BREAK", "CONTINUE"):
+        if b.name in CORE_NAMES or b.name in KEYWORDS or b.name == "ELSEIF":
             raise ValueError(f"built-in {b.name} would shadow Warble's own {b.name}")
         if b.name in extras:
             raise ValueError(f"built-in {b.name} is defined twice")
@@ -60,7 +62,7 @@ def compile_program(source: str, *, limits: Limits | None = None,
     `precision` are for the REPL, which carries variables between lines.
     """
     limits = limits or Limits()
-    extras = _extras(builtins)
+    extras = check_builtins(builtins)
     functions = {name: (sig.min_args, sig.max_args) for name, sig in SIGNATURES.items()}
     for name, b in extras.items():
         functions[name] = (b.min_args, b.max_args)
@@ -148,6 +150,7 @@ def restore_state(rt: Run, state: dict) -> None:
 def execute(program: Program, rt: Run, variables: dict | None = None) -> Result:
     """Run the compiled function on `rt`; map every failure to a Result."""
     compiled = program.compiled
+    rt.code, rt.loop_locals = compiled.code, compiled.loop_locals
     fn = types.FunctionType(compiled.code, rt.namespace(compiled.used_core, compiled.used_extra))
     status, error = "ok", None
     try:
@@ -184,10 +187,7 @@ def _refund_loops(frame, compiled: Compiled) -> None:
     for it_name, target in compiled.loop_locals:
         it = local.get(it_name)
         if it is not None and target in local:
-            try:
-                it.refund_after(local[target])
-            except Exception:  # noqa: BLE001 - accounting only
-                pass
+            it.refund_after(local[target])
 
 
 def _describe(exc: BaseException, pos: Position | None) -> tuple[str, ErrorInfo]:

@@ -22,6 +22,7 @@ the next `run` starts a new one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from .builtin import Builtin
 from .effects import RecordingEffects, lights_builtin, playsound_builtin
 from .errors import ErrorInfo, WarbleError
 from .limits import Limits
-from .program import Program, _extras
+from .program import Program, check_builtins
 from .protocol import Channel, ProtocolError, decode_value, encode_value
 from .result import Result
 from .store import MemoryStore
@@ -49,6 +50,7 @@ from .zygote import EXIT_MEMORY, forwarded
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "VIRTUAL_ENV")
 
 
 class RunnerError(Exception):
@@ -63,6 +65,7 @@ class Runner:
         self._lock = threading.Lock()            # the control socket and zygote (re)starts
         self._slots = threading.BoundedSemaphore(max_jobs)
         self._proc: subprocess.Popen | None = None
+        self._job_ids = itertools.count(1)
         self._ctl: socket.socket | None = None
         self._closed = False
 
@@ -91,12 +94,14 @@ class Runner:
     def _start_zygote(self) -> None:
         self._stop_zygote()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [PACKAGE_ROOT, env.get("PYTHONPATH", "")] if p)
+        # A minimal environment: the daemon's secrets (broker passwords...) stay out of the
+        # sandbox. The child unpickles plugin built-ins by reference: it can import what we can.
+        env = {k: v for k, v in os.environ.items() if k in ENV_KEPT}
+        paths = [PACKAGE_ROOT] + [p or os.getcwd() for p in sys.path if isinstance(p, str)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pidaemon.warble.zygote", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "pidaemon.warble.zygote", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, start_new_session=True, close_fds=True)
         finally:
@@ -152,7 +157,8 @@ class Runner:
             raise ConnectionError("the zygote closed its socket")
         return json.loads(reply)
 
-    def _fork_job(self, job: bytes, sock: socket.socket) -> int:
+    def _send_job(self, job_id: int, job: bytes, sock: socket.socket) -> None:
+        """Hand a job to the zygote (no reply: a failure shows as EOF on the job socket)."""
         with self._lock:
             if self._closed:
                 raise RunnerError("the runner is closed")
@@ -160,37 +166,29 @@ class Runner:
                 if not self._alive():
                     self._start_zygote()
                 try:
-                    reply = self._request(("run", job), [sock.fileno()])
-                except (OSError, ValueError, ConnectionError):
+                    socket.send_fds(self._ctl, [pickle.dumps(("run", job_id, job))], [sock.fileno()])
+                    return
+                except OSError:
                     log.warning("Warble zygote gone; restarting it")
                     self._stop_zygote()
                     if attempt == 2:
                         raise RunnerError("the Warble zygote keeps failing") from None
-                    continue
-                if "pid" not in reply:
-                    raise RunnerError(f"the Warble zygote refused the job: {reply.get('error')}")
-                return int(reply["pid"])
-        raise RunnerError("unreachable")  # pragma: no cover
 
-    def _kill(self, pid: int) -> None:
+    def _kill(self, job_id: int) -> None:
         with self._lock:
             if self._alive():
                 try:
-                    self._request(("kill", pid))
-                    return
+                    self._request(("kill", job_id))
                 except (OSError, ValueError, ConnectionError):
+                    # the zygote is gone; its orphaned child still ends at its CPU limit
                     self._stop_zygote()
-        try:  # the zygote is gone, so the orphaned child cannot be asked for: kill it directly
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
-    def _status(self, pid: int) -> int | None:
+    def _status(self, job_id: int) -> int | None:
         with self._lock:
             if not self._alive():
                 return None
             try:
-                return self._request(("status", pid)).get("status")
+                return self._request(("status", job_id)).get("status")
             except (OSError, ValueError, ConnectionError):
                 self._stop_zygote()
                 return None
@@ -213,7 +211,7 @@ class Runner:
             source = source_or_program
             extra_list = list(builtins)
         limits = limits or self.limits
-        extras = _extras(extra_list)
+        extras = check_builtins(extra_list)
         if effects is None:
             effects = RecordingEffects()
         if store is None:
@@ -234,16 +232,17 @@ class Runner:
     def _run_job(self, job: bytes, env: dict, store, user: str, limits: Limits) -> Result:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         started = time.monotonic()
+        job_id = next(self._job_ids)
         try:
             try:
-                pid = self._fork_job(job, theirs)
+                self._send_job(job_id, job, theirs)
             finally:
                 theirs.close()
-            return self._collect(pid, Channel(ours), env, store, user, limits, started)
+            return self._collect(job_id, Channel(ours), env, store, user, limits, started)
         finally:
             ours.close()
 
-    def _collect(self, pid: int, channel: Channel, env: dict, store, user: str, limits: Limits,
+    def _collect(self, job_id: int, channel: Channel, env: dict, store, user: str, limits: Limits,
                  started: float) -> Result:
         deadline = started + limits.time_limit + limits.kill_grace
         output: list[str] = []
@@ -269,12 +268,14 @@ class Runner:
             try:
                 kind = message.get("t")
                 if kind == "out":
-                    line = str(message["l"])
-                    out_chars += len(line) + 1
-                    if out_chars > limits.max_output_chars or len(output) >= limits.max_output_lines:
+                    if not isinstance(message["l"], list):
+                        raise ProtocolError("bad output")
+                    lines = [str(line) for line in message["l"]]
+                    out_chars += sum(len(line) + 1 for line in lines)
+                    if out_chars > limits.max_output_chars or len(output) + len(lines) > limits.max_output_lines:
                         stop = ("output_limit", "output limit reached")
                         break
-                    output.append(line)
+                    output.extend(lines)
                 elif kind == "fx":
                     failure = self._perform(env, message)
                     if failure is not None:
@@ -304,10 +305,11 @@ class Runner:
             result.elapsed = elapsed
             return result
         if stop is not None:
-            self._kill(pid)
+            self._kill(job_id)
+            self._status(job_id)      # reap it
             return Result(stop[0], output, ErrorInfo(stop[1]), 0, elapsed)
         # the child ended without a result: find out how
-        return _ended(self._status(pid), limits, output, elapsed)
+        return _ended(self._status(job_id), limits, output, elapsed)
 
     def _perform(self, env: dict, message: dict) -> str | None:
         name = str(message["n"])

@@ -10,6 +10,7 @@ is still looked at often enough.
 """
 from __future__ import annotations
 
+import decimal
 import logging
 import random
 import sys
@@ -22,7 +23,7 @@ from .builtin import Builtin
 from .errors import (OutputLimitExceeded, StepLimitExceeded, TimeLimitExceeded, WarbleError)
 from .library import StandardLibrary
 from .limits import Limits
-from .precision import is_mpf, mpf_to_decimal
+from .precision import decimal_to_number, is_mpf, mpf_to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +89,31 @@ class RangeSteps:
             yield c
         self.chunk = EMPTY
 
-    def refund_after(self, value) -> None:
-        """BREAK at `value`: the rest of the current chunk was not used."""
+    def finish(self):
+        """The loop ran to its end: nothing is left to give back; the loop variable's final value."""
+        self.chunk = EMPTY
+        return self.final
+
+    def unused(self, value) -> int:
+        """Iterations charged for the current chunk that come after `value`."""
         c = self.chunk
         if c:
-            self.chunk = EMPTY
             try:
-                i = c.index(value)
-            except ValueError:
-                return
-            self.run.charged -= len(c) - i - 1
+                return len(c) - c.index(value) - 1
+            except (ValueError, TypeError):
+                return 0
+        return 0
+
+    def refund_after(self, value) -> None:
+        """BREAK at `value`: the rest of the current chunk was not used."""
+        self.run.charged -= self.unused(value)
+        self.chunk = EMPTY
 
     def refund_from(self, value) -> None:
         """WHILE's condition was false at `value`: that iteration did not run either."""
-        c = self.chunk
-        if c:
-            self.chunk = EMPTY
-            try:
-                i = c.index(value)
-            except ValueError:
-                return
-            self.run.charged -= len(c) - i
+        if value in self.chunk:
+            self.run.charged -= self.unused(value) + 1
+        self.chunk = EMPTY
 
 
 class GenericSteps:
@@ -135,6 +140,12 @@ class GenericSteps:
             yield i
             i = run.add(i, step)
         self.final = i
+
+    def finish(self):
+        return self.final
+
+    def unused(self, value) -> int:
+        return 0
 
     def refund_after(self, value) -> None:
         pass
@@ -166,8 +177,13 @@ class Run(Arithmetic, StandardLibrary):
         self.decimal_cache: dict[int, Any] = {}
         self.calls = 0
         self.charged = 0
-        self.chunk = MAX_CHUNK
+        self.chunk = 64                  # grows to MAX_CHUNK while iterations are fast
+        self.calls_at_charge = 0
+        self.granted = 0
+        self.code = None                 # the compiled function's code and loop locals,
+        self.loop_locals: list = []      # set by program.execute
         self.store_writes = 0
+        self.effects_done = 0
         self.output: list[str] = []
         self.out_chars = 0
         self.out_lines = 0
@@ -193,6 +209,9 @@ class Run(Arithmetic, StandardLibrary):
     def charge(self, want: int) -> int:
         """Reserve up to `want` loop iterations; returns how many (at least 1)."""
         left = self.max_steps - self.charged - self.calls
+        if left < want:
+            # outer loops may hold iterations they have not run yet: count only what ran
+            left += self.unused_prepaid()
         if left <= 0:
             raise StepLimitExceeded(
                 f"step limit of {self.max_steps} reached (an endless loop?)")
@@ -205,10 +224,31 @@ class Run(Arithmetic, StandardLibrary):
             self.chunk = max(1, self.chunk // 4)
         elif gap < 0.002 and self.chunk < MAX_CHUNK:
             self.chunk *= 2
-        if want > left:
-            want = left
+        # built-in calls inside the loop count too: near the limit, grant fewer
+        # iterations, as many as fit with the calls seen per iteration so far
+        calls = self.calls - self.calls_at_charge
+        per_iteration = 1 + -(-calls // self.granted) if self.granted else 2
+        if want * per_iteration > left:
+            want = max(1, left // per_iteration)
+        self.calls_at_charge = self.calls
+        self.granted = want
         self.charged += want
         return want
+
+    def unused_prepaid(self) -> int:
+        """Iterations charged to running loops but not run yet (read from the program's frame)."""
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code is not self.code:
+            frame = frame.f_back
+        if frame is None:
+            return 0
+        local = frame.f_locals
+        total = 0
+        for it_name, target in self.loop_locals:
+            it = local.get(it_name)
+            if it is not None and target in local:
+                total += it.unused(local[target])
+        return total
 
     def loop_range(self, start, end, step: int, op: str):
         if start.__class__ is int and end.__class__ is int:
@@ -282,6 +322,10 @@ class Run(Arithmetic, StandardLibrary):
             try:
                 args = tuple(builtin.validate(tuple(self.plain(a) for a in args)))
                 if builtin.effect:
+                    self.effects_done += 1
+                    if self.effects_done > self.limits.max_effects:
+                        raise WarbleError(f"too many effects: at most {self.limits.max_effects} "
+                                          f"LIGHTS, PLAYSOUND and the like per run")
                     self.do_effect(builtin, args)
                     return 0
                 value = builtin.perform(args)
@@ -314,8 +358,10 @@ class Run(Arithmetic, StandardLibrary):
             if len(value) > self.max_str:
                 raise self.string_too_long(len(value))
             return value
-        if isinstance(value, (int, float)):
-            return float(value) if isinstance(value, float) else int(value)
+        if cls is decimal.Decimal:
+            return decimal_to_number(self.ctx, value)
+        if isinstance(value, (int, float)):          # subclasses, e.g. IntEnum
+            return float(value) if isinstance(value, float) else self.check_stored(int(value))
         raise WarbleError(f"{name} returned a value Warble cannot use")
 
     # ---- the compiled function's globals -------------------------------------

@@ -4,10 +4,14 @@ The runner starts this module once (`python -m pidaemon.warble.zygote FD`).
 It imports Warble, warms it up, freezes its heap for cheap copy-on-write and
 then waits on its control socket (FD, SOCK_SEQPACKET) for requests:
 
-    ("run", job_bytes) + a stream socket -> {"pid": pid}  start a child for the job
-    ("kill", pid)                        -> {"ok": true}  SIGKILL a child that still runs
-    ("status", pid)                      -> {"status": n} the child's wait status
-    ("exit",)                                             stop (also on EOF)
+    ("run", job_id, job_bytes) + a stream socket    start a child for the job (no reply)
+    ("kill", job_id)      -> {"ok": true}            SIGKILL the job's child if it still runs
+    ("status", job_id)    -> {"status": n | null}    the child's wait status
+    ("exit",)                                        stop (also on EOF)
+
+"run" has no reply so that a job costs the runner a single wake-up: if the
+zygote cannot start the child, it closes the job socket and the runner sees
+EOF.
 
 To keep fork and copy-on-write faults off the critical path, the zygote
 keeps one spare child forked and warmed up in advance; a job goes to the
@@ -54,18 +58,21 @@ def forwarded(args: tuple):
 
 
 class ChildRun(Run):
-    """A run whose output, effects and storage go to the runner over the channel."""
+    """A run whose output, effects and storage go to the runner over the channel.
+
+    Each output line is sent as it is printed, so a program killed in the
+    middle of a long operation still returns what it printed before.
+    """
 
     def __init__(self, channel: Channel, **kwargs):
         super().__init__(**kwargs)
         self.channel = channel
 
     def sink_line(self, line: str) -> None:
-        self.channel.send({"t": "out", "l": line})
+        self.channel.send({"t": "out", "l": [line]})
 
     def do_effect(self, builtin: Builtin, args: tuple):
-        self.channel.send({"t": "fx", "n": builtin.name,
-                           "a": [encode_value(a, self.digits) for a in args]})
+        self.channel.send({"t": "fx", "n": builtin.name, "a": [encode_value(a, self.digits) for a in args]})
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -175,7 +182,7 @@ def _warm_up() -> None:
     program = compile_program('x=1.5;s="a"+x;FOR(i=0;i<3;i++){x=x*i+SQRT(4)};IF(x>1){PRINT(s,x^2)}')
     program.run()
     a, b = socket.socketpair()
-    Channel(a).send({"t": "out", "l": "x"})
+    Channel(a).send({"t": "out", "l": ["x"]})
     Channel(b).receive()
     a.close()
     b.close()
@@ -219,6 +226,8 @@ def serve(ctl: socket.socket) -> None:
         theirs.close()
         live.add(pid)
         return pid, ours
+
+    jobs: "OrderedDict[object, int]" = OrderedDict()    # job id -> child pid
 
     def hand_over(job: bytes, fd: int) -> int:
         nonlocal spare
@@ -265,22 +274,20 @@ def serve(ctl: socket.socket) -> None:
             reply({"error": "bad request"})
             continue
         if op == "run":
-            if len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                reply({"error": "run needs one socket"})
-                continue
-            try:
-                pid = hand_over(request[1], fds[0])
-            except OSError as exc:
-                reply({"error": str(exc)})
-            else:
-                reply({"pid": pid})
-            finally:
-                os.close(fds[0])
+            for fd in fds[1:]:
+                os.close(fd)
+            if fds:
+                try:
+                    jobs[request[1]] = hand_over(request[2], fds[0])
+                    while len(jobs) > 1000:
+                        jobs.popitem(last=False)
+                except OSError:
+                    pass            # closing the socket tells the runner
+                finally:
+                    os.close(fds[0])
             spare = fork_spare()
         elif op == "kill":
-            pid = request[1]
+            pid = jobs.get(request[1], -1)
             reap()
             if pid in live:
                 try:
@@ -289,7 +296,7 @@ def serve(ctl: socket.socket) -> None:
                     pass
             reply({"ok": True})
         elif op == "status":
-            pid = request[1]
+            pid = jobs.pop(request[1], -1)
             deadline = time.monotonic() + 2.0
             while pid in live and time.monotonic() < deadline:
                 reap()

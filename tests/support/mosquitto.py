@@ -38,7 +38,8 @@ def wait_for_port(port: int, timeout: float = 10.0, up: bool = True) -> None:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False, extra: str = ""):
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False, extra: str = "",
+                 cluster_config: Path | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -53,8 +54,14 @@ class Mosquitto:
             # cannot write its log or persistence file in the test's directory.
             f"user {getpass.getuser()}",
         ]
-        if persistence:
+        if persistence or cluster_config:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]
+        if cluster_config:
+            # The cluster's shipped settings (queues, inflight, expiry), on our port and directory.
+            own = ("listener", "persistence", "persistence_location", "autosave_interval", "allow_anonymous",
+                   "max_keepalive")
+            lines += [line for line in Path(cluster_config).read_text().splitlines()
+                      if line.strip() and not line.startswith("#") and line.split()[0] not in own]
         self.config_file.write_text("\n".join(lines) + "\n" + extra)
         self.process: subprocess.Popen | None = None
 
