@@ -173,7 +173,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix)
+    cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix,
+                               http=None if args.http == "off" else args.http)
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -192,6 +193,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
             log.info("cluster online: 1 server and %d workers on %s", args.workers, where)
             host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
             log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
+            broker_flag = "" if (host, port) == ("127.0.0.1", "1883") else f" --broker mqtt://{host}:{port}"
+            log.info("run a program with: pidaemon submit 'PRINT(\"hello cluster\")' --wait%s", broker_flag)
         else:
             log.warning("not every node came online within 30 s; still trying")
         await stop.wait()
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
                      help="where the embedded broker listens when no --broker is given")
     sim.add_argument("--prefix", default="picluster")
+    sim.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                     help="where the Warble HTTP API listens ('off': no HTTP)")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_sim)
 

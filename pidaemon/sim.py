@@ -17,7 +17,13 @@ from .plugins import PluginCatalog
 
 log = logging.getLogger("pidaemon.sim")
 
-SIM_PLUGINS = {"ping": {}, "telemetry": {"interval": 5}}
+SERVER_PLUGINS = {
+    "ping": {}, "telemetry": {"interval": 5},
+    "registry": {"ping_interval": 2, "publish_delay": 0.5},
+    # Simulated workers share this machine's CPU: the 30 % rule of a real cluster would starve them.
+    "warble_server": {"cpu_threshold": 101},
+}
+WORKER_PLUGINS = {"ping": {}, "telemetry": {"interval": 5}, "warble_worker": {"slots": 2}}
 
 
 def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
@@ -27,13 +33,13 @@ def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
 
 
 def sim_config(node_id: str, role: str, *, broker: BrokerAddress | None, listen: str | None,
-               prefix: str, plugins: dict | None = None) -> dict[str, Any]:
+               prefix: str, plugins: dict) -> dict[str, Any]:
     config: dict[str, Any] = {
         "node": {"role": role, "id": node_id, "state_dir": ".pidaemon-state/" + node_id},
         "mqtt": {"broker": broker.url if broker else None, "prefix": prefix,
                  "protocol": "5" if broker else "3.1.1", "keepalive": 30,
                  "reconnect": {"min_delay": 0.2, "max_delay": 5}},
-        "plugins": dict(plugins if plugins is not None else SIM_PLUGINS),
+        "plugins": dict(plugins),
     }
     if listen:
         config["broker"] = {"embedded": True, "listen": listen}
@@ -42,15 +48,20 @@ def sim_config(node_id: str, role: str, *, broker: BrokerAddress | None, listen:
 
 class SimulatedCluster:
     def __init__(self, workers: int, *, broker: BrokerAddress | None = None, listen: str = "127.0.0.1:1883",
-                 prefix: str = "picluster", plugins: dict | None = None):
+                 prefix: str = "picluster", http: str | None = "127.0.0.1:8080",
+                 server_plugins: dict | None = None, worker_plugins: dict | None = None):
         self.catalog = PluginCatalog()
         host, _, port = listen.rpartition(":")
         worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1", int(port), False)
+        server_plugins = dict(SERVER_PLUGINS if server_plugins is None else server_plugins)
+        if http and "warble_server" in server_plugins:
+            server_plugins["warble_http"] = {"listen": http}
         self.server = self._daemon(0, "sim-server", "server", broker=broker, listen=None if broker else listen,
-                                   prefix=prefix, plugins=plugins)
+                                   prefix=prefix, plugins=server_plugins)
         self.workers = [
             self._daemon(i, f"sim-worker-{i:04d}", "worker", broker=worker_broker, listen=None, prefix=prefix,
-                         plugins=plugins, protocol="5" if broker else "3.1.1")
+                         plugins=WORKER_PLUGINS if worker_plugins is None else worker_plugins,
+                         protocol="5" if broker else "3.1.1")
             for i in range(1, workers + 1)
         ]
         self.server.embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port}, "

@@ -26,7 +26,8 @@ def add_commands(subparsers) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the result and print its output")
     submit.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL")
     submit.add_argument("--prefix", default="picluster")
-    submit.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    submit.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1",
+                        help="MQTT version (3.1.1 works with every broker, the embedded one included)")
     submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
     submit.add_argument("--json", action="store_true", help="print the answers as JSON lines")
     submit.set_defaults(func=cmd_submit)
@@ -46,7 +47,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
                          protocol=mqtt.MQTTv5 if args.protocol == "5" else mqtt.MQTTv311)
     if broker.tls:
         client.tls_set()
-    client.on_message = lambda c, u, message: answers.put(message.payload)
+    def on_message(client, userdata, message):
+        # Some brokers (amqtt) also hand over retained messages of other topics: keep ours only.
+        if message.topic == results_topic:
+            answers.put(message.payload)
+
+    client.on_message = on_message
     client.on_subscribe = lambda *a: subscribed.put(True)
     client.on_connect = lambda c, u, f, reason, p: c.subscribe(results_topic, 1) if not reason.is_failure else None
     try:
@@ -60,7 +66,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request = {"id": job_id, "user": args.user, "source": args.source}
         client.publish(f"{args.prefix}/warble/submit", json.dumps(request), qos=1).wait_for_publish(args.timeout)
         while True:
-            answer = json.loads(answers.get(timeout=args.timeout))
+            try:
+                answer = json.loads(answers.get(timeout=args.timeout))
+            except json.JSONDecodeError as exc:
+                print(f"ignored a malformed answer on {results_topic}: {exc}", file=sys.stderr)
+                continue
             if args.json:
                 print(json.dumps(answer))
             if answer.get("status") == "queued":

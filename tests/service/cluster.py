@@ -43,9 +43,11 @@ async def wait_until(condition, timeout=30.0, interval=0.05):
 
 
 class InProcessCluster:
-    def __init__(self, broker_url, tmp_path, workers=2, slots=2, **warble):
-        self.server = make_daemon("server", broker_url, role="server", plugins=server_plugins(tmp_path, **warble),
-                                  session_expiry=600)
+    def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, **warble):
+        plugins = server_plugins(tmp_path, **warble)
+        if http_listen:
+            plugins["warble_http"] = {"listen": http_listen}
+        self.server = make_daemon("server", broker_url, role="server", plugins=plugins, session_expiry=600)
         self.server.config["node"]["state_dir"] = str(tmp_path)
         self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots))
                         for i in range(1, workers + 1)]

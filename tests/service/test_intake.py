@@ -1,0 +1,146 @@
+"""Intake and views: HTTP, the submit command, v5 request/response, fairness under a flood."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.service.cluster import InProcessCluster, wait_until
+from tests.support.mosquitto import free_port, wait_for_port
+
+
+def http(method, url, body=None, content_type="application/json"):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_http_submit_status_history_and_leaderboard(broker, tmp_path):
+    port = free_port()
+
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, http_listen=f"127.0.0.1:{port}") as cluster:
+            base = f"http://127.0.0.1:{port}"
+            status, queued = await asyncio.to_thread(
+                http, "POST", f"{base}/warbles", {"user": "ada", "source": "SETPRECISION(30);PRINT(2*ACOS(0))"})
+            assert status == 202 and queued["status"] == "queued"
+            status, rejected = await asyncio.to_thread(http, "POST", f"{base}/warbles?user=bob",
+                                                       b"#pi{PRINT(}", "text/plain")
+            assert status == 422 and rejected["status"] == "rejected" and rejected["error"]["line"] == 1
+            service = cluster.service
+            await wait_until(lambda: service.get(queued["id"])["state"] == "done")
+            job = await asyncio.to_thread(http, "GET", f"{base}/warbles/{queued['id']}")
+            history = await asyncio.to_thread(http, "GET", f"{base}/warbles?user=ada")
+            board = await asyncio.to_thread(http, "GET", f"{base}/leaderboard")
+            missing = await asyncio.to_thread(http, "GET", f"{base}/warbles/nope")
+            bad = await asyncio.to_thread(http, "POST", f"{base}/warbles", b"{not json")
+            with urllib.request.urlopen(f"{base}/openapi.yaml", timeout=10) as response:
+                spec = response.read().decode()
+            return job, history, board, missing, bad, spec
+
+    job, history, board, missing, bad, spec = asyncio.run(scenario())
+    assert job[0] == 200 and job[1]["result"]["output"] == ["3.14159265358979323846264338328"]
+    assert [j["id"] for j in history[1]["jobs"]] == [job[1]["id"]]
+    assert board[1]["pi_digits"][0]["user"] == "ada" and board[1]["pi_digits"][0]["digits"] == 28  # the 29th decimal is rounded up
+    assert missing[0] == 404 and bad[0] == 400 and "not JSON" in bad[1]["error"]
+    assert spec.startswith("openapi: 3.1.0") and "/warbles/{id}:" in spec
+
+
+def test_mqtt5_request_response_is_honoured(broker, tmp_path):
+    answers = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="v5-client", protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: answers.append((m.topic, m.payload, m.properties.CorrelationData))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("my/replies", 1)
+    client.loop_start()
+
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = "my/replies"
+            props.CorrelationData = b"req-42"
+            props.UserProperty = ("user", "grace")
+            client.publish("picluster/warble/submit", "PRINT(40+2)", qos=1, properties=props)
+            await wait_until(lambda: len(answers) >= 2)
+
+    asyncio.run(scenario())
+    client.loop_stop()
+    ack, result = (json.loads(p) for _, p, _ in answers[:2])
+    assert ack["status"] == "queued" and ack["user"] == "grace"
+    assert result["output"] == ["42"] and result["id"] == ack["id"]
+    assert {c for _, _, c in answers} == {b"req-42"}
+
+
+def test_a_flood_does_not_delay_another_users_job_by_more_than_a_few(broker, tmp_path):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=2, slots=2, slots_per_worker=2,
+                                    per_user_rate=100000, per_user_burst=100000, per_user_queued=5000) as cluster:
+            service = cluster.service
+            order: list[str] = []
+            mark_dispatched = service.queue.mark_dispatched
+
+            def recording(job_id, node, lease):  # observe the real queue's dispatch order
+                order.append(job_id)
+                return mark_dispatched(job_id, node, lease)
+
+            service.queue.mark_dispatched = recording
+            flood = [service.submit("flooder", f"PRINT({i})")["id"] for i in range(1000)]
+            await wait_until(lambda: len(order) >= 20)
+            alice = service.submit("alice", "PRINT(1)")["id"]
+            dispatched_before = len(order)
+            await wait_until(lambda: alice in order)
+            waited = order.index(alice) - dispatched_before
+            refused = service.submit("flooder", "PRINT(1)")  # still within the share: queued
+            return waited, refused, len(flood)
+
+    waited, refused, flooded = asyncio.run(scenario())
+    assert flooded == 1000
+    assert waited <= 4  # at most one job per free slot went first
+    assert refused["status"] == "queued"
+
+
+def test_over_the_share_is_rejected_with_a_clear_status(broker, tmp_path):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, per_user_queued=3, per_user_rate=1000,
+                                    per_user_burst=1000) as cluster:
+            answers = [cluster.service.submit("flooder", "SLEEP(2)") for _ in range(8)]
+            return [a["status"] for a in answers], answers[-1]["error"]["message"]
+
+    statuses, message = asyncio.run(scenario())
+    assert statuses.count("rejected") >= 3 and statuses[0] == "queued"
+    assert message.startswith("queue share: user 'flooder' already has")
+
+
+def test_sim_and_submit_from_another_terminal(tmp_path):
+    port, http_port = free_port(), free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "2", "--listen",
+                            f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http_port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        wait_for_port(port, timeout=20)
+        wait_for_port(http_port, timeout=20)
+        submit = subprocess.run([sys.executable, "-m", "pidaemon", "submit", '#pi{FOR(i=0;i<3;i++){PRINT(i)}}',
+                                 "--wait", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "30"],
+                                capture_output=True, text=True, timeout=60)
+        failing = subprocess.run([sys.executable, "-m", "pidaemon", "submit", "x=1/0", "--wait", "--broker",
+                                  f"mqtt://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        output = sim.communicate(timeout=20)[0]
+    assert submit.returncode == 0, submit.stderr + output
+    assert submit.stdout.splitlines() == ["0", "1", "2"]
+    assert failing.returncode == 1
+    assert "error: line 1, column 4: division by zero" in failing.stderr
