@@ -367,6 +367,10 @@ class Bus:
     # hence call_soon_threadsafe.  Sockets are watched by file descriptor number:
     # a socket closed in another thread can no longer tell its number.
     def _paho_socket_open(self, client, userdata, sock) -> None:
+        try:  # small MQTT packets must not wait for Nagle and delayed ACKs (40 ms stalls)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         self._on_loop(self._watch_socket, sock.fileno())
 
     def _paho_socket_close(self, client, userdata, sock) -> None:

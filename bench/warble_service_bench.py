@@ -1,0 +1,155 @@
+"""End-to-end Warble throughput and latency: client -> mosquitto -> server -> 4 workers -> client.
+
+    python bench/warble_service_bench.py [--jobs 2000] [--workers 4] [--rate 50]
+
+Starts mosquitto (with config/mosquitto.conf), a server process and worker
+processes, then measures
+- throughput: `--jobs` trivial programs (PRINT(1)) submitted at once, time to the last result;
+- latency p50/p99: programs submitted one at a time at `--rate` per second (not saturated);
+- per-job overhead: the same program run directly through the isolating runner, in this process.
+Goals (issue "The Warble service"): over 300 Warbles per second, p99 under 50 ms when not saturated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pidaemon.warble import Runner  # noqa: E402
+from tests.service.cluster import server_config, worker_config  # noqa: E402
+from tests.support.mosquitto import Mosquitto  # noqa: E402
+from tests.support.nodes import start_node_process, write_config  # noqa: E402
+from tests.support.observer import Observer  # noqa: E402
+
+
+class Client:
+    def __init__(self, port: int):
+        self.sent: dict[str, float] = {}
+        self.done: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.all_done = threading.Event()
+        self.expected = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-client")
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("picluster/warble/results/+", 1)
+        self.client.loop_start()
+        ready.wait(10)
+
+    def _on_message(self, client, userdata, message):
+        now = time.perf_counter()
+        answer = json.loads(message.payload)
+        if answer["status"] == "queued":
+            return
+        with self.lock:
+            self.done[answer["id"]] = now
+            if len(self.done) >= self.expected:
+                self.all_done.set()
+
+    def submit(self, job_id: str, user: str) -> None:
+        self.sent[job_id] = time.perf_counter()
+        self.client.publish("picluster/warble/submit",
+                            json.dumps({"id": job_id, "user": user, "source": "PRINT(1)"}), qos=1)
+
+    def reset(self, expected: int) -> None:
+        with self.lock:
+            self.sent.clear()
+            self.done.clear()
+            self.expected = expected
+            self.all_done.clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--latency-jobs", type=int, default=300)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pidaemon-warble-bench-"))
+    broker = Mosquitto(work / "broker", cluster_config=ROOT / "config" / "mosquitto.conf").start()
+    state = work / "server"
+    state.mkdir()
+    server = server_config("server", broker.url, state, per_user_rate=1e6, per_user_burst=10**6,
+                           per_user_queued=10**6, slots_per_worker=args.slots)
+    server["logging"] = {"level": "warning"}
+    processes = [start_node_process(write_config(work / "server.yaml", server))]
+    for i in range(1, args.workers + 1):
+        worker = worker_config(f"worker-{i}", broker.url, slots=args.slots)
+        worker["logging"] = {"level": "warning"}
+        processes.append(start_node_process(write_config(work / f"worker-{i}.yaml", worker)))
+    observer = Observer(broker.port, topics=["picluster/registry"])
+    client = Client(broker.port)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the registry lists every worker online
+            registry = [json.loads(m.payload) for m in observer.messages if m.topic == "picluster/registry"]
+            if registry and registry[-1]["counts"]["online"] >= args.workers + 1:
+                break
+            time.sleep(0.2)
+
+        client.reset(50)  # warm-up
+        for i in range(50):
+            client.submit(f"warm-{i}", f"u{i % 5}")
+        client.all_done.wait(60)
+
+        client.reset(args.jobs)
+        t0 = time.perf_counter()
+        for i in range(args.jobs):
+            client.submit(f"tp-{i}", f"u{i % 5}")
+        finished = client.all_done.wait(300)
+        elapsed = time.perf_counter() - t0
+        completed = len(client.done)
+        throughput = completed / elapsed
+
+        client.reset(args.latency_jobs)
+        for i in range(args.latency_jobs):
+            client.submit(f"lat-{i}", f"u{i % 5}")
+            time.sleep(1 / args.rate)
+        client.all_done.wait(60)
+        latencies = sorted((client.done[j] - client.sent[j]) * 1000 for j in client.done)
+    finally:
+        observer.close()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(20)
+        broker.stop()
+
+    with Runner() as runner:
+        runner.run("PRINT(1)")
+        direct = []
+        for _ in range(200):
+            t = time.perf_counter()
+            runner.run("PRINT(1)")
+            direct.append((time.perf_counter() - t) * 1000)
+    direct.sort()
+    p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
+    print(f"cluster: mosquitto, 1 server, {args.workers} workers x {args.slots} slots, separate processes, "
+          f"on this machine")
+    print(f"throughput: {completed}/{args.jobs} results in {elapsed:.2f} s = {throughput:.0f} Warbles/s "
+          f"(goal > 300){'' if finished else '  [INCOMPLETE]'}")
+    print(f"latency at {args.rate:g}/s ({len(latencies)} jobs): p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 50)")
+    print(f"direct runner, same program: p50 {statistics.median(direct):.1f} ms, "
+          f"p99 {direct[int(0.99 * (len(direct) - 1))]:.1f} ms; per-job overhead of the service at p50: "
+          f"{p50 - statistics.median(direct):.1f} ms ({p50 / statistics.median(direct):.1f}x the direct run)")
+
+
+if __name__ == "__main__":
+    main()
