@@ -95,6 +95,14 @@ class Daemon:
         """Ask the daemon to shut down (safe from a signal handler on the loop)."""
         self._stop_requested.set()
 
+    def call_hook(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
+        """Call a hook on every plugin, one failure logged without stopping the others.
+
+        For plugins that offer an extension point of their own (e.g. the Warble
+        service calling `pidaemon_warble_intake`).  Returns (plugin, result) pairs.
+        """
+        return self._call_each_sync(hook_name, **kwargs)
+
     def collect_telemetry(self) -> dict[str, Any]:
         """Every plugin's `pidaemon_telemetry` readings merged into one mapping."""
         readings: dict[str, Any] = {}

@@ -148,3 +148,15 @@ def pidaemon_warble_builtins(node: "Daemon") -> Iterable[Any] | None:
     The lights plugin adds `LIGHTS`, the sound plugin `PLAYSOUND`.  Collected by
     `node.collect_warble_builtins()` whenever a Warble program is prepared.
     """
+
+
+@hookspec
+def pidaemon_warble_intake(node: "Daemon", submit_post) -> None:
+    """The Warble service on this node takes posts from feeds (social networks, chats).
+
+    Fires once on the server, when the `warble_server` plugin has started.
+    Keep `submit_post(post_id, user, text) -> dict` and call it (on the event
+    loop) for every post that arrives: it finds the `#pi{...}` program in the
+    text, queues it and returns the acknowledgement or the rejection.  A
+    `post_id` seen before is taken once, so re-reading a timeline is harmless.
+    """

@@ -117,7 +117,7 @@ class JobQueue:
 
         Raises QueueRefused when the user is over their rate or share.
         """
-        existing = self._find_existing(job_id, post_id)
+        existing = self.find(job_id=job_id, post_id=post_id)
         if existing is not None:
             return existing, False
         self._check_user_limits(user)
@@ -131,18 +131,20 @@ class JobQueue:
         return job, True
 
     def record_rejected(self, user: str, source: str, result: dict[str, Any], *, job_id: str | None = None,
-                        reply_topic: str | None = None, correlation: bytes | None = None) -> Job:
+                        post_id: str | None = None, reply_topic: str | None = None,
+                        correlation: bytes | None = None) -> Job:
         """Keep a record of a submission refused at intake (it never enters the queue)."""
         now = self.clock()
         job = Job(id=job_id or uuid.uuid4().hex[:16], user=user, source=source, state=REJECTED, submitted=now,
-                  updated=now, result=result, reply_topic=reply_topic, correlation=correlation)
+                  updated=now, result=result, reply_topic=reply_topic, correlation=correlation, post_id=post_id)
         self.db.execute(
-            "INSERT OR IGNORE INTO jobs (id, user, source, state, submitted, updated, result, reply_topic, correlation)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, user, source, REJECTED, now, now, json.dumps(result), reply_topic, correlation))
+            "INSERT OR IGNORE INTO jobs (id, user, source, state, submitted, updated, result, reply_topic,"
+            " correlation, post_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, user, source, REJECTED, now, now, json.dumps(result), reply_topic, correlation, post_id))
         return job
 
-    def _find_existing(self, job_id: str | None, post_id: str | None) -> Job | None:
+    def find(self, *, job_id: str | None = None, post_id: str | None = None) -> Job | None:
+        """The job submitted with this id or post id, if any."""
         if job_id is not None and (job := self.get(job_id)) is not None:
             return job
         if post_id is not None:

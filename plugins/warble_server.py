@@ -105,6 +105,7 @@ class WarbleServer:
     async def pidaemon_startup(self, node):
         await asyncio.to_thread(pi_decimals)  # the leaderboard's reference digits, off the event loop
         node.spawn(self._dispatch_forever(), name="warble-dispatch")
+        node.call_hook("pidaemon_warble_intake", submit_post=self.submit_post)
 
     @hookimpl
     def pidaemon_connected(self, node):
@@ -160,22 +161,23 @@ class WarbleServer:
     def submit(self, user: str, source: str, *, job_id: str | None = None, post_id: str | None = None,
                reply_to: str | None = None, correlation: bytes | None = None) -> dict[str, Any]:
         """Check and queue a program; returns the acknowledgement or the rejection (also published)."""
-        if job_id is not None and (existing := self.queue.get(job_id)) is not None:
+        existing = self.queue.find(job_id=job_id, post_id=post_id)
+        if existing is not None:
             return self._ack(existing)
         if "#pi" in source.lower():
             try:
                 source = extract_warble(source)
             except NoWarble as exc:
-                return self._reject(user, source, str(exc), job_id, reply_to, correlation)
+                return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
         try:
             compile_program(source, limits=self.limits)
         except WarbleError as exc:
-            return self._reject(user, source, exc.info().to_dict(), job_id, reply_to, correlation)
+            return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
         try:
             job, created = self.queue.submit(user, source, job_id=job_id, post_id=post_id, reply_topic=reply_to,
                                              correlation=correlation)
         except QueueRefused as exc:
-            return self._reject(user, source, str(exc), job_id, reply_to, correlation)
+            return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
         if created:
             self.stats["submitted"] += 1
             self._wake.set()
@@ -183,17 +185,21 @@ class WarbleServer:
         self._publish_result(job, ack)
         return ack
 
+    def submit_post(self, post_id: str, user: str, text: str) -> dict[str, Any]:
+        """A post from a feed: its `#pi{...}` program is queued once per post id."""
+        return self.submit(user, text, post_id=post_id)
+
     def _ack(self, job: Job) -> dict[str, Any]:
         if job.result is not None:
             return {"id": job.id, "user": job.user, **job.result, "status": job.result.get("status", job.state)}
         return {"id": job.id, "user": job.user, "status": "queued"}
 
-    def _reject(self, user, source, error, job_id, reply_to, correlation) -> dict[str, Any]:
+    def _reject(self, user, source, error, job_id, post_id, reply_to, correlation) -> dict[str, Any]:
         if isinstance(error, str):
             error = {"message": error, "line": None, "column": None}
         result = {"status": "rejected", "output": [], "error": error}
-        job = self.queue.record_rejected(user, source, result, job_id=job_id, reply_topic=reply_to,
-                                         correlation=correlation)
+        job = self.queue.record_rejected(user, source, result, job_id=job_id, post_id=post_id,
+                                         reply_topic=reply_to, correlation=correlation)
         self.stats["rejected"] += 1
         payload = {"id": job.id, "user": user, **result}
         self._publish_result(job, payload)

@@ -43,8 +43,8 @@ async def wait_until(condition, timeout=30.0, interval=0.05):
 
 
 class InProcessCluster:
-    def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, **warble):
-        plugins = server_plugins(tmp_path, **warble)
+    def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, more_plugins=None, **warble):
+        plugins = {**server_plugins(tmp_path, **warble), **(more_plugins or {})}
         if http_listen:
             plugins["warble_http"] = {"listen": http_listen}
         self.server = make_daemon("server", broker_url, role="server", plugins=plugins, session_expiry=600)
