@@ -156,6 +156,7 @@ class Bus:
         self._connected = False
         self._watched_socket: int | None = None  # file descriptor
         self._pending_suback: int | None = None
+        self._retarget_pending = False
         self._unacknowledged: set[int] = set()  # message ids of QoS 1/2 publishes not yet acknowledged
         self.connected_event = asyncio.Event()
         self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0}
@@ -190,6 +191,14 @@ class Bus:
             return True
         except asyncio.TimeoutError:
             return False
+
+    def retarget(self, broker: BrokerAddress) -> None:
+        """Connect to `broker` from the next attempt on (the server announced another one)."""
+        if broker.tls != self.settings.broker.tls:
+            raise ValueError("cannot switch between mqtt:// and mqtts:// while running")
+        self.settings.broker, self._retarget_pending = broker, True
+        if self._connected:
+            self.client.disconnect()
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         """Add a filter; it is (re)subscribed on every connection."""
@@ -303,6 +312,8 @@ class Bus:
         while not self._stopping:
             self._connection_lost.clear()
             self._last_connection_was_up = False
+            if self._retarget_pending:
+                self._switch_client()
             # Close the previous socket here, on the loop, rather than in paho's
             # reconnect() in the executor thread.
             self.client._sock_close()
@@ -325,6 +336,20 @@ class Bus:
             await asyncio.sleep(delay)
 
     _last_connection_was_up = False
+
+    def _switch_client(self) -> None:
+        """A new paho client for the new broker; what the old one had not delivered moves to the queue."""
+        self._retarget_pending = False
+        old = self.client
+        old._sock_close()
+        # paho keeps unacknowledged QoS>0 messages in _out_messages (no public accessor).
+        undelivered = [(m.topic, m.payload, m.qos, bool(m.retain), m.properties)
+                       for m in getattr(old, "_out_messages", {}).values() if m.qos > 0]
+        self._offline_queue.extendleft(reversed(undelivered))
+        self._unacknowledged.clear()
+        self.client = self._make_client()
+        self.log.info("switching to broker %s (%d unacknowledged messages carried over)", self.settings.broker,
+                      len(undelivered))
 
     async def _misc_loop(self) -> None:
         while True:

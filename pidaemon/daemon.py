@@ -91,6 +91,12 @@ class Daemon:
         task.add_done_callback(self._task_done)
         return task
 
+    def retarget_broker(self, broker: BrokerAddress | str) -> None:
+        """Use another broker from the next connection on (discovery saw the server move)."""
+        self.broker = parse_broker_url(broker)
+        if self.bus is not None:
+            self.bus.retarget(self.broker)
+
     def stop(self) -> None:
         """Ask the daemon to shut down (safe from a signal handler on the loop)."""
         self._stop_requested.set()

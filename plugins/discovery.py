@@ -1,0 +1,324 @@
+"""A node with no broker configured (`mqtt.broker: null`) finds it from the server's announcement.
+
+Implements `pidaemon_find_broker`: listen on the UDP port for the datagram the
+`announce` plugin broadcasts and, at the same time, browse mDNS/DNS-SD for the
+`_pidaemon._tcp.local.` service; the first valid announcement wins.  Every
+datagram goes through `pidaemon.discovery_datagram.decode` (size limit,
+version, HMAC when a secret is configured); a rejected one is logged (the same
+kind at most once per `log_every` seconds, with a count) and changes nothing.
+
+After the broker is found the node keeps listening: if the server later
+announces another broker while this node has been disconnected for
+`follow_after` seconds, the node switches to it without a restart.  The MQTT
+prefix is adopted from the announcement when the node is started (it cannot
+change later: subscriptions are made with it), and the IP address (and MAC)
+in the node's `info` become those of the interface that faces the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from pidaemon import hookimpl
+from pidaemon.config import parse_broker_url
+from pidaemon.daemon import DaemonError
+from pidaemon.discovery_datagram import (DEFAULT_PORT, MDNS_SERVICE_TYPE, Announcement, DatagramError, decode,
+                                         from_txt)
+from pidaemon.nodeinfo import interface_for_ip, mac_address, primary_ip
+from pidaemon.schema import Boolean, Integer, ListOf, Number, Section, String
+from pidaemon.topics import Topics
+
+from .announce import NAME_PATTERN, SECRET_FIELDS, read_secret
+
+STILL_WAITING_EVERY = 30.0  # seconds between two "still waiting" log lines
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, plugin: "DiscoveryPlugin"):
+        self.plugin = plugin
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.plugin.received(data, f"{addr[0]}:{addr[1]}", "udp")
+
+    def error_received(self, exc: Exception) -> None:
+        self.plugin.node.log.debug("discovery: socket error: %s", exc)
+
+
+class DiscoveryPlugin:
+    config_schema = Section({
+        "port": Integer(min=1, max=65535, default=DEFAULT_PORT, doc="UDP port of the server's announcements"),
+        "listen": String(default="0.0.0.0", doc="address to listen on (0.0.0.0: every interface)"),
+        "udp": Boolean(default=True, doc="listen for UDP announcements"),
+        "mdns": Boolean(default=True, doc="also browse mDNS/DNS-SD for the server"),
+        "mdns_interfaces": ListOf(String(), default=None, doc="interface addresses for mDNS; null: all"),
+        "cluster": String(default=None, pattern=NAME_PATTERN, pattern_doc="a cluster name",
+                          doc="accept only this cluster's announcements; null: any"),
+        "adopt_prefix": Boolean(default=True, doc="use the MQTT prefix the server announces"),
+        "follow": Boolean(default=True, doc="switch to a newly announced broker after losing the current one"),
+        "follow_after": Number(min=0, default=10, doc="seconds without a connection before switching"),
+        "timeout": Number(min=0.1, default=None, doc="give up after this many seconds; null: wait forever"),
+        "log_every": Number(min=0.1, default=60,
+                            doc="seconds between two log lines about the same kind of rejected datagram"),
+        **SECRET_FIELDS,
+    })
+
+    def __init__(self, node, config):
+        self.node = node
+        self.port = config["port"]
+        self.listen = config["listen"]
+        self.udp = config["udp"]
+        self.mdns = config["mdns"]
+        self.mdns_interfaces = config["mdns_interfaces"]
+        self.cluster = config["cluster"]
+        self.adopt_prefix = config["adopt_prefix"]
+        self.follow = config["follow"]
+        self.follow_after = config["follow_after"]
+        self.timeout = config["timeout"]
+        self.log_every = config["log_every"]
+        self.secret = read_secret(config)
+        if not (self.udp or self.mdns):
+            raise ValueError("enable udp, mdns or both")
+        self.announcement: Announcement | None = None
+        self.via: str | None = None
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self.switches = 0
+        self._found: asyncio.Future | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._mdns_task: asyncio.Task | None = None
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._disconnected_since: float | None = None
+        self._switching = False
+
+    # ------------------------------------------------------------ hooks
+
+    @hookimpl
+    def pidaemon_find_broker(self, node):
+        return self.discover()
+
+    @hookimpl
+    def pidaemon_connected(self, node):
+        self._disconnected_since = None
+
+    @hookimpl
+    def pidaemon_disconnected(self, node):
+        if self._disconnected_since is None:
+            self._disconnected_since = time.monotonic()
+
+    @hookimpl
+    def pidaemon_info(self, node):
+        if self.announcement is None:
+            return None
+        a = self.announcement
+        return {"discovery": {"cluster": a.cluster, "server": a.server, "broker": a.broker_url, "via": self.via}}
+
+    @hookimpl
+    def pidaemon_telemetry(self, node):
+        if self._transport is None and self.announcement is None:
+            return None
+        return {"discovery": {"accepted": self.accepted, "rejected": sum(self.rejected.values())}}
+
+    @hookimpl
+    async def pidaemon_shutdown(self, node):
+        await self.close()
+
+    # ------------------------------------------------------------ finding the broker
+
+    async def discover(self) -> str:
+        """Wait for the first valid announcement; the broker URL it names."""
+        loop = asyncio.get_running_loop()
+        self._found = loop.create_future()
+        if self.udp:
+            await self._listen_udp()
+        if self.mdns:
+            self._mdns_task = loop.create_task(self._browse_mdns(), name=f"discovery:mdns:{self.node.id}")
+        ways = " and ".join(w for w, on in ((f"UDP port {self.port}", self.udp), ("mDNS", self.mdns)) if on)
+        self.node.log.info("no broker configured: waiting for the server's announcement (%s%s)", ways,
+                           f", cluster {self.cluster}" if self.cluster else "")
+        started = loop.time()
+        next_report = started + STILL_WAITING_EVERY
+        try:
+            while not self._found.done():
+                now = loop.time()
+                if self.timeout is not None and now - started >= self.timeout:
+                    raise DaemonError(f"no valid server announcement within {self.timeout} s ({ways})")
+                if now >= next_report:
+                    next_report = now + STILL_WAITING_EVERY
+                    self.node.log.info("still waiting for the server's announcement (%s)", ways)
+                step = 0.5 if self.timeout is None else max(0.01, min(0.5, started + self.timeout - now))
+                await asyncio.wait([self._found], timeout=step)
+        except BaseException:  # timeout, or the start-up cancelled by a stop request
+            await self.close()
+            raise
+        announcement = self._found.result()
+        await self._stop_mdns()
+        if self.adopt_prefix and announcement.prefix != self.node.topics.prefix:
+            self.node.log.info("using the announced MQTT prefix %s (configured: %s)", announcement.prefix,
+                               self.node.topics.prefix)
+            self.node.topics = Topics(announcement.prefix)
+        await self._face_broker(announcement.host)
+        self.node.log.info("found the broker %s by %s, announced by server %s (cluster %s)",
+                           announcement.broker_url, self.via, announcement.server, announcement.cluster)
+        self._disconnected_since = time.monotonic()  # until the first connection
+        return announcement.broker_url
+
+    async def _listen_udp(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Several nodes on one machine (simulated Pis on a desktop) share the port:
+        # broadcasts reach each of them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((self.listen, self.port))
+        except OSError as exc:
+            sock.close()
+            if not self.mdns:
+                raise DaemonError(f"discovery: cannot listen on UDP {self.listen}:{self.port}: {exc}") from None
+            self.node.log.warning("discovery: cannot listen on UDP %s:%d: %s (mDNS only)", self.listen, self.port, exc)
+            return
+        sock.setblocking(False)
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), sock=sock)
+
+    async def _browse_mdns(self) -> None:
+        from zeroconf import IPVersion, ServiceStateChange
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+        loop = asyncio.get_running_loop()
+        names: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_change(zeroconf, service_type, name, state_change):
+            if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+                loop.call_soon_threadsafe(names.put_nowait, name)
+
+        kwargs = {"interfaces": self.mdns_interfaces} if self.mdns_interfaces else {}
+        try:
+            zc = AsyncZeroconf(ip_version=IPVersion.V4Only, **kwargs)
+        except Exception as exc:
+            self.node.log.warning("discovery: mDNS unavailable: %s: %s", type(exc).__name__, exc)
+            return
+        browser = None
+        try:
+            browser = AsyncServiceBrowser(zc.zeroconf, MDNS_SERVICE_TYPE, handlers=[on_change])
+            while True:
+                name = await names.get()
+                info = AsyncServiceInfo(MDNS_SERVICE_TYPE, name)
+                if not await info.async_request(zc.zeroconf, 3000):
+                    continue
+                try:
+                    announcement = from_txt(info.properties or {}, self.secret)
+                except DatagramError as exc:
+                    self._reject(str(exc), f"mDNS {name}")
+                    continue
+                self.consider(announcement, "mdns", f"mDNS {name}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # mDNS is the second way: its failure leaves UDP listening
+            self.node.log.warning("discovery: mDNS browsing failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            try:
+                if browser is not None:
+                    await browser.async_cancel()
+                await zc.async_close()
+            except Exception as exc:
+                self.node.log.debug("discovery: closing mDNS: %s", exc)
+
+    async def _stop_mdns(self) -> None:
+        task, self._mdns_task = self._mdns_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self._stop_mdns()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # ------------------------------------------------------------ receiving
+
+    def received(self, data: bytes, source: str, via: str) -> None:
+        """A datagram arrived (from UDP, or the bytes of an mDNS TXT record)."""
+        try:
+            announcement = decode(data, self.secret)
+        except DatagramError as exc:
+            self._reject(str(exc), source)
+            return
+        self.consider(announcement, via, source)
+
+    def consider(self, announcement: Announcement, via: str, source: str) -> None:
+        if self.cluster and announcement.cluster != self.cluster:
+            self._reject(f"announcement for another cluster ({announcement.cluster})", source, level="debug")
+            return
+        self.accepted += 1
+        if self._found is not None and not self._found.done():
+            self.announcement, self.via = announcement, via
+            self._found.set_result(announcement)
+            return
+        if self.announcement is None or not self.follow:
+            return
+        if announcement.broker_url == self.announcement.broker_url:
+            self.announcement = announcement
+            return
+        if self._disconnected_since is None or time.monotonic() - self._disconnected_since < self.follow_after:
+            return  # still connected (or not for long) to the broker we have: stay
+        if not self._switching:
+            self._switching = True
+            self.node.spawn(self._switch(announcement, via), name="discovery:switch")
+
+    def _reject(self, reason: str, source: str, level: str = "warning") -> None:
+        kind = reason.split(":")[0].split("(")[0].strip()
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        now = time.monotonic()
+        last = self._last_logged.get(kind)
+        if last is not None and now - last < self.log_every:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last_logged[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        also = f" ({more} more of this kind since the last report)" if more else ""
+        getattr(self.node.log, level)("discovery: ignored a datagram from %s: %s%s", source, reason, also)
+
+    # ------------------------------------------------------------ following a new broker
+
+    async def _switch(self, announcement: Announcement, via: str) -> None:
+        try:
+            new = parse_broker_url(announcement.broker_url)
+            node = self.node
+            if announcement.prefix != node.topics.prefix:
+                self.node.log.warning("discovery: the server now announces %s with prefix %s; this node uses %s "
+                                      "and cannot change it while running: restart it to follow",
+                                      new, announcement.prefix, node.topics.prefix)
+                return
+            if new.tls != node.broker.tls:
+                node.log.warning("discovery: the server now announces %s; switching between mqtt:// and mqtts:// "
+                                 "needs a restart", new)
+                return
+            node.retarget_broker(new)
+            old, self.announcement, self.via = self.announcement, announcement, via
+            self.switches += 1
+            await self._face_broker(new.host)
+            node.log.warning("discovery: the server now announces %s: switching from %s", new,
+                             old.broker_url if old else "?")
+        finally:
+            self._switching = False
+
+    async def _face_broker(self, host: str) -> None:
+        """Make the `ip` (and `mac`) in the node's info those of the interface facing the broker."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+            towards = infos[0][4][0]
+        except (OSError, IndexError):
+            return
+        ip = primary_ip(towards)
+        if ip == self.node.facts.get("ip"):
+            return
+        self.node.facts["ip"] = ip
+        interface = interface_for_ip(ip)
+        if interface and interface != "lo":  # loopback has no MAC: keep the machine's own
+            self.node.facts["mac"] = mac_address(interface)

@@ -1,0 +1,106 @@
+"""Health: frozen workers become unhealthy and recover, killed ones go offline, lost servers are survived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+from tests.control.helpers import (announce_section, config_mapping, daemon, discovery_section, free_udp_port,
+                                   latest_json, registry_section, wait_until)
+from tests.control.test_registration import stop_all
+from tests.support.nodes import start_node_process, write_config
+
+PING_INTERVAL, MISSED = 0.5, 3
+# A generous failure bound for "within the configured deadline": the deadline is
+# PING_INTERVAL * MISSED after the last answer, plus one interval of phase.
+DEADLINE = PING_INTERVAL * (MISSED + 1)
+
+
+def test_frozen_worker_is_unhealthy_then_healthy_and_killed_worker_goes_offline(broker, observer, tmp_path):
+    async def scenario():
+        server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
+            "ping": {}, "registry": registry_section(tmp_path, ping_interval=PING_INTERVAL, missed_pings=MISSED)})
+        await server.start()
+        registry = server.plugin("registry")
+        processes = []
+        for node_id in ("frozen", "killed", "steady"):
+            # keepalive 10: a frozen node keeps its connection (the broker waits 15 s) so that the
+            # registry, not the last will, is what notices it.
+            data = config_mapping(node_id, broker.url, tmp_path / node_id, plugins={"ping": {}}, keepalive=10)
+            processes.append(start_node_process(write_config(tmp_path / f"{node_id}.yaml", data)))
+        frozen, killed, steady = processes
+        state = lambda node_id: (registry.record(node_id) or {}).get("state")  # noqa: E731
+        try:
+            await wait_until(lambda: all(state(n) == "online" for n in ("frozen", "killed", "steady")),
+                             timeout=30, what="workers online")
+            assert registry.healthy_nodes(role="worker") == ["frozen", "killed", "steady"]
+
+            frozen.send_signal(signal.SIGSTOP)
+            await wait_until(lambda: state("frozen") == "unhealthy", timeout=DEADLINE + 10, what="frozen unhealthy")
+            unhealthy_record = registry.record("frozen")
+            healthy_while_frozen = registry.healthy_nodes(role="worker")
+            frozen.send_signal(signal.SIGCONT)
+            await wait_until(lambda: state("frozen") == "online", timeout=15, what="frozen back online")
+
+            killed.send_signal(signal.SIGKILL)
+            await wait_until(lambda: state("killed") == "offline", timeout=15, what="killed offline")
+            killed_record = registry.record("killed")
+            health = await asyncio.to_thread(observer.wait_for, "picluster/nodes/killed/health", None, 10)
+            await asyncio.sleep(PING_INTERVAL * (MISSED + 1))  # pings go on: the steady node stays online
+            steady_state = state("steady")
+            published = latest_json(observer, "picluster/registry")
+        finally:
+            stop_all(processes)
+            await server.shutdown()
+        return unhealthy_record, healthy_while_frozen, killed_record, health, steady_state, published
+
+    unhealthy_record, healthy_while_frozen, killed_record, health, steady_state, published = asyncio.run(scenario())
+    assert unhealthy_record["misses"] >= MISSED
+    assert healthy_while_frozen == ["killed", "steady"]
+    assert killed_record["since"] >= unhealthy_record["since"]
+    assert steady_state == "online"
+    assert json.loads(health.payload)["node"] == "killed"
+    assert published["nodes"]["killed"]["state"] == "offline"
+    assert published["nodes"]["frozen"]["state"] == "online"
+    assert published["counts"]["offline"] == 1
+
+
+def test_worker_survives_broker_restart_and_registers_again(broker, observer, tmp_path):
+    """A node that loses its server keeps running, reconnects with backoff and re-registers, no restart."""
+    udp_port = free_udp_port()
+
+    async def scenario():
+        server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
+            "ping": {}, "registry": registry_section(tmp_path), "announce": announce_section(udp_port)})
+        worker = daemon("wk", None, tmp_path / "wk", plugins={
+            "ping": {}, "telemetry": {"interval": 0.2}, "discovery": discovery_section(udp_port)})
+        await server.start()
+        await worker.start()
+        registry = server.plugin("registry")
+        await wait_until(lambda: (registry.record("wk") or {}).get("state") == "online", what="wk online")
+        telemetry = worker.plugin("telemetry")
+        first_since = registry.record("wk")["since"]
+        await asyncio.to_thread(broker.stop)
+        await wait_until(lambda: not worker.bus.connected, what="worker disconnected")
+        before = telemetry.seq
+        await asyncio.sleep(2)
+        kept_sampling = telemetry.seq - before  # local work goes on without a broker
+        await asyncio.to_thread(broker.start)
+        await wait_until(lambda: worker.bus.connected and server.bus.connected, timeout=30, what="reconnected")
+        # The restarted broker forgot every retained message: the worker publishes its info again.
+        info = await asyncio.to_thread(observer.wait_for, "picluster/nodes/wk/info", None, 15,
+                                       len(observer.messages))
+        await wait_until(lambda: registry.record("wk")["last_seen"] > first_since + 2, what="seen again")
+        record = registry.record("wk")
+        stats = dict(worker.bus.stats)
+        await worker.shutdown()
+        await server.shutdown()
+        return kept_sampling, info, record, stats
+
+    # The observer's own connection dies with the broker; it reconnects through paho's loop.
+    kept_sampling, info, record, stats = asyncio.run(scenario())
+    assert kept_sampling >= 5
+    assert json.loads(info.payload)["id"] == "wk"
+    assert record["state"] == "online"
+    assert stats["connects"] >= 2 and stats["disconnects"] >= 1
