@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,8 @@ class Client:
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
+        # Measure the cluster, not this client's Nagle delays (paho leaves TCP_NODELAY off).
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.subscribe("picluster/warble/results/+", 1)
         self.client.loop_start()
         ready.wait(10)
