@@ -11,6 +11,7 @@ from pidaemon import hookimpl
 from pidaemon.bus import Subscription
 from pidaemon.plugins import PluginCatalog
 from tests.support.nodes import make_daemon
+from tests.support.waiting import wait_until
 
 
 class Recorder:
@@ -43,14 +44,6 @@ def catalog_with(**classes) -> PluginCatalog:
     catalog.entry_points.update({name: StaticEntryPoint(name, cls) for name, cls in classes.items()})
     return catalog
 
-
-async def wait_until(condition, timeout=15.0, interval=0.02):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def test_node_announces_online_and_info_retained(broker, observer):

@@ -11,6 +11,7 @@ from pidaemon.config import config_from_mapping
 from pidaemon.daemon import Daemon
 from pidaemon.plugins import PluginCatalog
 from tests.support.nodes import FAKE_FACTS
+from tests.support.waiting import wait_until  # noqa: F401  (the control tests import it from here)
 
 SECRET = "test-cluster-secret"
 
@@ -57,17 +58,6 @@ def daemon(node_id: str, broker_url: str | None, state_dir: Path, *, catalog: Pl
     config = config_from_mapping(data, plugin_schema=catalog.schema)
     return Daemon(config, catalog=catalog, facts=dict(facts or FAKE_FACTS, hostname=node_id))
 
-
-async def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError(f"{what}: not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 def latest_json(observer, topic: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.nodes import make_daemon, node_config
+from tests.support.waiting import wait_until
 
 FAST_REGISTRY = {"ping_interval": 0.5, "missed_pings": 3, "publish_delay": 0.1, "flush_interval": 0.2}
 
@@ -33,14 +34,6 @@ def worker_config(node_id, broker_url, slots=2, **limits) -> dict:
     return node_config(node_id, broker_url, plugins=worker_plugins(slots, **limits))
 
 
-async def wait_until(condition, timeout=30.0, interval=0.05):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
-
 
 class InProcessCluster:
     def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, more_plugins=None, **warble):
@@ -61,7 +54,7 @@ class InProcessCluster:
         for worker in self.workers:
             await worker.start()
         registry = self.server.plugin("registry")
-        await wait_until(lambda: len(registry.healthy_nodes("warble")) == len(self.workers))
+        await wait_until(lambda: len(registry.healthy_nodes("warble")) == len(self.workers), 30, what="workers healthy")
         return self
 
     async def __aexit__(self, *exc):
