@@ -137,8 +137,24 @@ class WarbleServer:
         elif message.topic == node.topic("warble", "history"):
             self._on_history_request(message)
 
+    def _reply_topic(self, topic: Any) -> str | None:
+        """A client's reply topic, if it is safe to publish to.
+
+        Answers must not land on the cluster's own topics (a job topic, a status),
+        so a topic under the prefix is accepted only below `<prefix>/replies/`.
+        """
+        if not topic:
+            return None
+        topic = str(topic)
+        own = topic.startswith(self.node.topic("")) and not topic.startswith(self.node.topic("replies", ""))
+        if own or "+" in topic or "#" in topic or "\0" in topic or len(topic) > 512:
+            self.node.log.warning("warble: ignored the reply topic %r (use a topic outside %s/, or under %s)",
+                                  topic[:80], self.node.topics.prefix, self.node.topic("replies", ""))
+            return None
+        return topic
+
     def _on_submit(self, message: Message) -> None:
-        reply = {"reply_to": message.response_topic, "correlation": message.correlation_data}
+        reply = {"reply_to": self._reply_topic(message.response_topic), "correlation": message.correlation_data}
         text = message.text()
         if text.lstrip().startswith("{") and not text.lstrip().startswith("{#"):
             try:
@@ -149,7 +165,7 @@ class WarbleServer:
                 if not isinstance(request.get("source"), str):
                     raise PayloadError(f"{message.topic}: a JSON submission needs \"source\" (a string)")
                 if request.get("reply_to") and not reply["reply_to"]:
-                    reply["reply_to"] = str(request["reply_to"])
+                    reply["reply_to"] = self._reply_topic(request["reply_to"])
                 self.submit(str(request.get("user") or "anonymous"), request["source"],
                             job_id=_optional_str(request.get("id")), post_id=_optional_str(request.get("post_id")),
                             **reply)
@@ -340,9 +356,9 @@ class WarbleServer:
         request = message.json()
         if not isinstance(request, dict) or not isinstance(request.get("user"), str):
             raise PayloadError(f"{message.topic}: expected {{\"user\": str, \"reply_to\": topic}}")
-        reply_to = message.response_topic or request.get("reply_to")
+        reply_to = self._reply_topic(message.response_topic or request.get("reply_to"))
         if not reply_to:
-            raise PayloadError(f"{message.topic}: no response topic and no reply_to")
+            raise PayloadError(f"{message.topic}: no usable response topic or reply_to")
         extra = {"correlation_data": message.correlation_data} if message.correlation_data else {}
         self.node.publish(str(reply_to), {"user": request["user"], "jobs": self.history(request["user"])},
                           qos=1, **extra)

@@ -86,11 +86,11 @@ def test_worker_survives_broker_restart_and_registers_again(broker, observer, tm
         before = telemetry.seq
         await asyncio.sleep(2)
         kept_sampling = telemetry.seq - before  # local work goes on without a broker
+        mark = len(observer.messages)  # before the restart: the new info may come at once
         await asyncio.to_thread(broker.start)
         await wait_until(lambda: worker.bus.connected and server.bus.connected, timeout=30, what="reconnected")
         # The restarted broker forgot every retained message: the worker publishes its info again.
-        info = await asyncio.to_thread(observer.wait_for, "picluster/nodes/wk/info", None, 15,
-                                       len(observer.messages))
+        info = await asyncio.to_thread(observer.wait_for, "picluster/nodes/wk/info", None, 15, mark)
         await wait_until(lambda: registry.record("wk")["last_seen"] > first_since + 2, what="seen again")
         record = registry.record("wk")
         stats = dict(worker.bus.stats)

@@ -144,3 +144,25 @@ def test_sim_and_submit_from_another_terminal(tmp_path):
     assert submit.stdout.splitlines() == ["0", "1", "2"]
     assert failing.returncode == 1
     assert "error: line 1, column 4: division by zero" in failing.stderr
+
+
+def test_reply_topics_cannot_point_into_the_cluster(broker, observer, tmp_path):
+    """A submission may not make the server publish on a worker's job topic or a node's status."""
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path) as cluster:
+            for target in ("picluster/nodes/worker-1/cmd/warble", "picluster/nodes/worker-1/status", "a/+/b"):
+                await asyncio.to_thread(observer.publish, "picluster/warble/submit",
+                                        json.dumps({"user": "mallory", "source": "PRINT(1)", "reply_to": target}))
+            await asyncio.to_thread(observer.publish, "picluster/warble/submit",
+                                    json.dumps({"user": "ok", "source": "PRINT(2)", "reply_to": "picluster/replies/ok"}))
+            await wait_until(lambda: len([m for m in observer.messages if m.topic == "picluster/replies/ok"]) >= 2)
+            await wait_until(lambda: len(cluster.service.history("mallory")) == 3
+                             and all(j["state"] == "done" for j in cluster.service.history("mallory")))
+
+    asyncio.run(scenario())
+    misdirected = [m for m in observer.messages if m.topic in ("picluster/nodes/worker-1/status",)
+                   and m.payload not in (b"online", b"offline")]
+    jobs_to_worker = [json.loads(m.payload) for m in observer.messages
+                      if m.topic == "picluster/nodes/worker-1/cmd/warble"]
+    assert not misdirected
+    assert all("source" in job for job in jobs_to_worker)  # only real jobs, no results

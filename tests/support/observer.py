@@ -17,6 +17,7 @@ class Observer:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"observer-{uuid.uuid4().hex[:8]}",
                                   protocol=protocol)
         self._subscribed = threading.Event()
+        self.client.reconnect_delay_set(0.1, 1)  # back at once after a test restarts the broker
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe([(t, 1) for t in topics])
