@@ -145,8 +145,11 @@ def pidaemon_telemetry(node: "Daemon") -> Mapping[str, Any] | None:
 def pidaemon_warble_builtins(node: "Daemon") -> Iterable[Any] | None:
     """Warble built-in functions this plugin provides, as `pidaemon.warble.Builtin`s.
 
-    The lights plugin adds `LIGHTS`, the sound plugin `PLAYSOUND`.  Collected by
-    `node.collect_warble_builtins()` whenever a Warble program is prepared.
+    Collected by `node.collect_warble_builtins()` for every job a worker runs.
+    The `warble_worker` plugin adds `LIGHTS` and `PLAYSOUND` this way (as MQTT
+    commands to the lamp and the speaker); a sensor plugin could add
+    `TEMPERATURE()`.  `validate` runs in the sandbox and must be picklable;
+    an effect built-in's `perform` runs in the daemon (see docs/warble.md).
     """
 
 

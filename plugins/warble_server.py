@@ -188,7 +188,8 @@ class WarbleServer:
         try:
             compile_program(source, limits=self.limits)
         except WarbleError as exc:
-            return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
+            if not _maybe_a_plugin_builtin(exc):
+                return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
         try:
             job, created = self.queue.submit(user, source, job_id=job_id, post_id=post_id, reply_topic=reply_to,
                                              correlation=correlation)
@@ -362,6 +363,16 @@ class WarbleServer:
         extra = {"correlation_data": message.correlation_data} if message.correlation_data else {}
         self.node.publish(str(reply_to), {"user": request["user"], "jobs": self.history(request["user"])},
                           qos=1, **extra)
+
+
+def _maybe_a_plugin_builtin(error: WarbleError) -> bool:
+    """An unknown upper-case function may be a built-in that the workers' plugins add.
+
+    The server cannot know every worker's plugins, so such a program is queued
+    and the worker that runs it gives the final answer.
+    """
+    name = error.message.removeprefix("unknown function ")
+    return error.message.startswith("unknown function ") and name.isupper() and ":" not in name
 
 
 def _optional_str(value: Any) -> str | None:

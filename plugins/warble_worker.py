@@ -6,16 +6,18 @@ The worker answers on `<prefix>/nodes/<id>/reply/warble`, first
 "result": {...}}` (status, output, error with line/column, steps, elapsed).
 
 Each job runs through the isolating runner (`pidaemon.warble.Runner`) in a
-thread, so the event loop never waits for a program.  Inside the program:
-LIGHTS and PLAYSOUND become MQTT commands (`<prefix>/lights/set`,
-`<prefix>/sound/play`) for the lights and sound nodes; SAVE and LOAD go to the
-server's per-user store over MQTT (`warble_store` protocol in docs/protocol.md).
+thread, so the event loop never waits for a program.  The program's built-ins
+come from every plugin's `pidaemon_warble_builtins`; this plugin contributes
+LIGHTS and PLAYSOUND, which become MQTT commands (`<prefix>/lights/set`,
+`<prefix>/sound/play`) for the lamp and the speaker.  SAVE and LOAD go to the
+server's per-user store over MQTT (`warble/store` in docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Checked, Integer, Number, Section
-from pidaemon.warble import Limits, Runner
+from pidaemon.warble import Limits, Runner, lights_builtin, playsound_builtin
 from pidaemon.warble.errors import QuotaExceeded, WarbleError
 from pidaemon.warble.store import decode_value, encode_value
 
@@ -61,27 +63,6 @@ class RemoteStore:
         return answer
 
 
-class BusEffects:
-    """LIGHTS and PLAYSOUND as MQTT commands to whoever drives the lamp and the speaker."""
-
-    def __init__(self, plugin: "WarbleWorker", job: dict):
-        self.plugin, self.job = plugin, job
-
-    def lights(self, index: int, r: int, g: int, b: int) -> None:
-        self._send("lights/set", {"index": index, "r": r, "g": g, "b": b})
-
-    def play(self, name: str) -> None:
-        self._send("sound/play", {"name": name})
-
-    def sleep(self, seconds: float) -> None:  # only used in-process; the sandboxed child sleeps itself
-        pass
-
-    def _send(self, topic: str, payload: dict) -> None:
-        payload = {**payload, "job": self.job["id"], "user": self.job["user"], "node": self.plugin.node.id}
-        node = self.plugin.node
-        self.plugin.loop.call_soon_threadsafe(node.publish, node.topic(*topic.split("/")), payload, 1)
-
-
 class WarbleWorker:
     config_schema = Section({
         "slots": Integer(min=1, default=None, doc="jobs at once; default: the number of CPU cores"),
@@ -99,6 +80,7 @@ class WarbleWorker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running: dict[str, asyncio.Task] = {}
         self._pending_store: dict[str, asyncio.Future] = {}
+        self._job_of_thread = threading.local()  # the job an effect belongs to (one job per executor call)
         self.completed = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -106,6 +88,23 @@ class WarbleWorker:
     @hookimpl
     def pidaemon_info(self, node):
         return {"capabilities": ["warble"], "warble_slots": self.slots}
+
+    @hookimpl
+    def pidaemon_warble_builtins(self, node):
+        return [lights_builtin(self.limits.light_count, self._lights),
+                playsound_builtin(self.limits.sounds, self._play)]
+
+    def _lights(self, index: int, r: int, g: int, b: int) -> None:
+        self._send_effect("lights/set", {"index": index, "r": r, "g": g, "b": b})
+
+    def _play(self, name: str) -> None:
+        self._send_effect("sound/play", {"name": name})
+
+    def _send_effect(self, topic: str, payload: dict) -> None:
+        """Called in the runner's thread as the program runs: publish on the event loop, in order."""
+        job = self._job_of_thread.job
+        payload = {**payload, "job": job["id"], "user": job["user"], "node": self.node.id}
+        self.loop.call_soon_threadsafe(self.node.publish, self.node.topic(*topic.split("/")), payload, 1)
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
@@ -151,10 +150,7 @@ class WarbleWorker:
         try:
             self.node.publish(reply, {"id": job["id"], "node": self.node.id, "state": "running"}, qos=1)
             builtins = self.node.collect_warble_builtins()
-            result = await self.loop.run_in_executor(
-                self.executor, lambda: self.runner.run(job["source"], user=job["user"],
-                                                       store=RemoteStore(self, self.store_timeout),
-                                                       effects=BusEffects(self, job), builtins=builtins))
+            result = await self.loop.run_in_executor(self.executor, self._run_in_thread, job, builtins)
             payload = result.to_dict()
         except Exception as exc:  # the runner itself failed: report it, keep serving
             self.node.log.error("job %s could not run: %s", job["id"], exc)
@@ -166,6 +162,14 @@ class WarbleWorker:
         self.completed += 1
         self.node.publish(reply, {"id": job["id"], "node": self.node.id, "state": "done",
                                   "result": {**payload, "node": self.node.id}}, qos=1)
+
+    def _run_in_thread(self, job: dict, builtins: list):
+        self._job_of_thread.job = job
+        try:
+            return self.runner.run(job["source"], user=job["user"], store=RemoteStore(self, self.store_timeout),
+                                   builtins=builtins)
+        finally:
+            self._job_of_thread.job = None
 
     async def store_request(self, request: dict, timeout: float) -> dict:
         correlation = uuid.uuid4().hex

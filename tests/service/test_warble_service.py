@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
+from pidaemon import hookimpl
 from tests.service.cluster import InProcessCluster, wait_until
+from tests.test_bus_integration import catalog_with
 
 
 def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_path):
@@ -81,3 +83,55 @@ def test_hostile_programs_end_with_their_status_and_the_worker_keeps_serving(bro
     assert endless["status"] in ("step_limit", "timeout")
     assert bomb["status"] in ("error", "memory_limit") and bomb["error"]["message"]
     assert after["status"] == "ok" and after["output"] == ["42"]
+
+
+class DoublingPlugin:
+    """Adds DOUBLE() to the Warble of the worker it runs on, through pidaemon_warble_builtins."""
+
+    def __init__(self, node, config):
+        pass
+
+    @hookimpl
+    def pidaemon_warble_builtins(self, node):
+        from tests.warble.plugin_builtins import DOUBLE
+        return [DOUBLE]
+
+
+def test_plugin_builtins_and_effects_reach_the_program_and_the_bus(broker, observer, tmp_path):
+    async def scenario():
+        cluster = InProcessCluster(broker.url, tmp_path, workers=1)
+        worker = cluster.workers[0]
+        worker.catalog = catalog_with(doubling=DoublingPlugin)
+        worker.config.plugin_sections["doubling"] = {"enabled": True, "required": False}
+        async with cluster:
+            job = cluster.service.submit(
+                "ada", 'PRINT(DOUBLE(21));FOR(i=0;i<3;i++){LIGHTS(i,255,0,i)}PLAYSOUND("bell")')
+            await wait_until(lambda: cluster.service.get(job["id"])["state"] == "done")
+            bad = cluster.service.submit("ada", "LIGHTS(99,0,0,0)")
+            await wait_until(lambda: cluster.service.get(bad["id"])["state"] == "done")
+            await wait_until(lambda: observer.count("picluster/sound/play") >= 1)
+            return cluster.service.get(job["id"])["result"], cluster.service.get(bad["id"])["result"]
+
+    result, bad = asyncio.run(scenario())
+    assert result["status"] == "ok" and result["output"] == ["42"]
+    lights = [json.loads(m.payload) for m in observer.messages if m.topic == "picluster/lights/set"]
+    assert [(l["index"], l["r"], l["g"], l["b"]) for l in lights] == [(0, 255, 0, 0), (1, 255, 0, 1), (2, 255, 0, 2)]
+    assert {l["user"] for l in lights} == {"ada"} and {l["node"] for l in lights} == {"worker-1"}
+    sound = json.loads(observer.wait_for("picluster/sound/play").payload)
+    assert sound["name"] == "bell" and sound["node"] == "worker-1"
+    assert bad["status"] == "error" and "LIGHTS" in bad["error"]["message"] and bad["error"]["column"] == 1
+
+
+def test_an_unknown_function_is_left_to_the_worker_to_judge(broker, tmp_path):
+    """The server cannot know the workers' plugin built-ins: the worker gives the error, with its position."""
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=1) as cluster:
+            job = cluster.service.submit("ada", "x=1;NOPE(x)")
+            lower = cluster.service.submit("ada", "print(1)")
+            await wait_until(lambda: cluster.service.get(job["id"])["state"] == "done")
+            return cluster.service.get(job["id"])["result"], lower
+
+    result, lower = asyncio.run(scenario())
+    assert result["status"] == "error" and result["error"] == {"message": "unknown function NOPE", "line": 1,
+                                                               "column": 5}
+    assert lower["status"] == "rejected"  # lower case is never a built-in
