@@ -190,7 +190,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         if await cluster.wait_online(30):
             where = broker.url if broker else f"mqtt://{args.listen} (embedded broker, MQTT 3.1.1)"
-            log.info("cluster online: 1 server and %d workers on %s", args.workers, where)
+            log.info("cluster online: 1 server, %d workers, a lamp (sim-lights) and a speaker (sim-audio) on %s",
+                     args.workers, where)
             host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
             log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
             broker_flag = "" if (host, port) == ("127.0.0.1", "1883") else f" --broker mqtt://{host}:{port}"

@@ -1,4 +1,4 @@
-"""A whole cluster in one process: a server and N simulated workers on one event loop.
+"""A whole cluster in one process: a server, N simulated workers, the lamp and the speaker, on one loop.
 
 Used by `pidaemon sim` (the README's first command) and by benchmarks.  With no
 `--broker`, the server hosts the embedded broker (amqtt); otherwise every node
@@ -24,6 +24,9 @@ SERVER_PLUGINS = {
     "warble_server": {"cpu_threshold": 101},
 }
 WORKER_PLUGINS = {"ping": {}, "telemetry": {"interval": 5}, "warble_worker": {"slots": 2}}
+# The lamp and the speaker, with simulated hardware.
+DEVICE_NODES = {"sim-lights": ("lights", {"ping": {}, "lights": {}}),
+                "sim-audio": ("audio", {"ping": {}, "sound": {}})}
 
 
 def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def sim_config(node_id: str, role: str, *, broker: BrokerAddress | None, listen:
 class SimulatedCluster:
     def __init__(self, workers: int, *, broker: BrokerAddress | None = None, listen: str = "127.0.0.1:1883",
                  prefix: str = "picluster", http: str | None = "127.0.0.1:8080",
-                 server_plugins: dict | None = None, worker_plugins: dict | None = None):
+                 server_plugins: dict | None = None, worker_plugins: dict | None = None, devices: bool = True):
         self.catalog = PluginCatalog()
         host, _, port = listen.rpartition(":")
         worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1", int(port), False)
@@ -64,9 +67,14 @@ class SimulatedCluster:
                          protocol="5" if broker else "3.1.1")
             for i in range(1, workers + 1)
         ]
+        self.devices = [
+            self._daemon(len(self.workers) + 1 + i, node_id, role, broker=worker_broker, listen=None, prefix=prefix,
+                         plugins=plugins, protocol="5" if broker else "3.1.1")
+            for i, (node_id, (role, plugins)) in enumerate(DEVICE_NODES.items())
+        ] if devices else []
         self.server.embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port}, "
                                             "or choose another port with --listen HOST:PORT")
-        self.nodes = [self.server, *self.workers]
+        self.nodes = [self.server, *self.workers, *self.devices]
 
     def _daemon(self, index, node_id, role, *, protocol=None, **kw) -> Daemon:
         data = sim_config(node_id, role, **kw)
@@ -77,13 +85,13 @@ class SimulatedCluster:
 
     async def start(self) -> None:
         await self.server.start()  # first: it may host the broker
-        for worker in self.workers:
-            await worker.start()
+        for node in [*self.workers, *self.devices]:
+            await node.start()
 
     async def wait_online(self, timeout: float = 30) -> bool:
         results = await asyncio.gather(*(n.bus.wait_connected(timeout) for n in self.nodes))
         return all(results)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(w.shutdown() for w in self.workers))
+        await asyncio.gather(*(n.shutdown() for n in [*self.workers, *self.devices]))
         await self.server.shutdown()  # last: it may host the broker

@@ -157,14 +157,14 @@ def test_sim_runs_a_server_and_workers_on_the_embedded_broker(tmp_path):
     try:
         wait_for_port(port, timeout=20)
         observer = Observer(port, topics=["picluster/nodes/+/status"], protocol=mqtt.MQTTv311)
-        for node in ("sim-server", "sim-worker-0001", "sim-worker-0002"):
+        for node in ("sim-server", "sim-worker-0001", "sim-worker-0002", "sim-lights", "sim-audio"):
             observer.wait_for(f"picluster/nodes/{node}/status", "online", timeout=20)
         observer.close()
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=15)[0]
     assert process.returncode == 0, output
-    assert "cluster online: 1 server and 2 workers" in output
+    assert "cluster online: 1 server, 2 workers, a lamp (sim-lights) and a speaker (sim-audio)" in output
 
 
 def test_sim_on_a_taken_port_says_to_use_that_broker(broker):

@@ -16,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 from tests.service.cluster import InProcessCluster, wait_until
 from tests.support.mosquitto import free_port, wait_for_port
+from tests.support.observer import Observer
 
 
 def http(method, url, body=None, content_type="application/json"):
@@ -166,3 +167,36 @@ def test_reply_topics_cannot_point_into_the_cluster(broker, observer, tmp_path):
                       if m.topic == "picluster/nodes/worker-1/cmd/warble"]
     assert not misdirected
     assert all("source" in job for job in jobs_to_worker)  # only real jobs, no results
+
+
+def test_sim_lamp_and_speaker_follow_a_program(tmp_path):
+    """LIGHTS and PLAYSOUND in a submitted program reach the simulated lamp and speaker of `pidaemon sim`."""
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "1", "--listen",
+                            f"127.0.0.1:{port}", "--http", "off"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        wait_for_port(port, timeout=20)
+        watcher = Observer(port, topics=["picluster/lights/state", "picluster/sound/played",
+                                         "picluster/nodes/+/status"], protocol=mqtt.MQTTv311)
+        for node in ("sim-worker-0001", "sim-lights", "sim-audio"):
+            watcher.wait_for(f"picluster/nodes/{node}/status", "online", timeout=20)
+        submit = subprocess.run([sys.executable, "-m", "pidaemon", "submit", "--user", "ada", "--wait", "--broker",
+                                 f"mqtt://127.0.0.1:{port}", 'LIGHTS(0,255,0,0);LIGHTS(23,0,0,255);PLAYSOUND("bell")'],
+                                capture_output=True, text=True, timeout=60)
+        played = json.loads(watcher.wait_for("picluster/sound/played", timeout=20).payload)
+        final_state = None
+        for _ in range(100):
+            states = [json.loads(m.payload) for m in watcher.messages if m.topic == "picluster/lights/state"]
+            if states and states[-1]["pixels"][23] == [0, 0, 255]:
+                final_state = states[-1]
+                break
+            watcher.wait_for("picluster/lights/state", timeout=5, since=len(watcher.messages))
+        watcher.close()
+    finally:
+        sim.send_signal(signal.SIGINT)
+        output = sim.communicate(timeout=20)[0]
+    assert submit.returncode == 0, submit.stderr + output
+    assert played["name"] == "bell" and played["user"] == "ada"
+    assert final_state is not None
+    assert final_state["pixels"][0] == [255, 0, 0] and final_state["pixels"][1] == [0, 0, 0]
