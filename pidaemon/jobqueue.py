@@ -193,13 +193,24 @@ class JobQueue:
         self.db.execute("UPDATE jobs SET state = ?, lease_until = ?, updated = ? WHERE id = ? AND node = ?"
                         " AND state IN (?, ?)", (RUNNING, now + lease, now, job_id, node, DISPATCHED, RUNNING))
 
-    def complete(self, job_id: str, result: dict[str, Any], *, failed: bool = False) -> bool:
-        """Store a job's result once; False if the job is unknown or already finished (a duplicate)."""
+    def complete(self, job_id: str, result: dict[str, Any], *, node: str, failed: bool = False) -> bool:
+        """Store a job's result once, from the node it was handed to.
+
+        False if the job is unknown, finished already (a duplicate), or is not
+        with `node` (a late answer after a re-queue, or a forgery).
+        """
         now = self.clock()
         cursor = self.db.execute(
-            "UPDATE jobs SET state = ?, result = ?, lease_until = NULL, updated = ? WHERE id = ? AND state IN (?, ?, ?)",
-            (FAILED if failed else DONE, json.dumps(result), now, job_id, QUEUED, DISPATCHED, RUNNING))
+            "UPDATE jobs SET state = ?, result = ?, lease_until = NULL, updated = ?"
+            " WHERE id = ? AND node = ? AND state IN (?, ?)",
+            (FAILED if failed else DONE, json.dumps(result), now, job_id, node, DISPATCHED, RUNNING))
         return cursor.rowcount == 1
+
+    def running_for(self, node: str, user: str) -> bool:
+        """Whether `node` has a dispatched or running job of `user`."""
+        row = self.db.execute("SELECT 1 FROM jobs WHERE node = ? AND user = ? AND state IN (?, ?) LIMIT 1",
+                              (node, user, DISPATCHED, RUNNING)).fetchone()
+        return row is not None
 
     def requeue_from(self, node: str) -> list[Job]:
         """A node died: its dispatched and running jobs go back to the queue (or fail past max_attempts)."""

@@ -17,9 +17,18 @@ class NoWarble(ValueError):
     """The post has no complete `#pi{...}` program."""
 
 
+MAX_CANDIDATES = 8  # `#pi{` places tried: each try may scan to the end of the post
+
+
 def extract_warble(post: str) -> str:
-    """The program text between the braces of the first complete `#pi{...}` in `post`."""
-    for match in HASHTAG.finditer(post):
+    """The program text between the braces of the first complete `#pi{...}` in `post`.
+
+    Callers bound the post's length; at most MAX_CANDIDATES hashtags are tried,
+    so the work stays linear in the post's length.
+    """
+    for index, match in enumerate(HASHTAG.finditer(post)):
+        if index == MAX_CANDIDATES:
+            break
         start = match.end()  # at the "{"
         end = _matching_brace(post, start)
         if end is not None:

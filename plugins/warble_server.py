@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -57,6 +58,8 @@ class WarbleServer:
         "per_user_rate": Number(min=0.01, default=5, doc="submissions per second per user"),
         "per_user_burst": Integer(min=1, default=50),
         "max_source_length": Integer(min=1, default=280, doc="characters of a program"),
+        "max_submission_length": Integer(min=1, default=4096,
+                                         doc="characters of a submission (a post around its #pi{...}) read at all"),
         "max_saved_keys": Integer(min=1, default=100, doc="SAVE names per user"),
         "max_saved_value_length": Integer(min=1, default=4096),
     })
@@ -177,6 +180,10 @@ class WarbleServer:
     def submit(self, user: str, source: str, *, job_id: str | None = None, post_id: str | None = None,
                reply_to: str | None = None, correlation: bytes | None = None) -> dict[str, Any]:
         """Check and queue a program; returns the acknowledgement or the rejection (also published)."""
+        problem = _check_submission(user, source, job_id, self.config["max_submission_length"])
+        if problem:
+            # Neither the client's id nor the oversized text goes anywhere: a new id, a short record.
+            return self._reject(str(user)[:MAX_NAME], source[:MAX_NAME], problem, None, None, reply_to, correlation)
         existing = self.queue.find(job_id=job_id, post_id=post_id)
         if existing is not None:
             return self._ack(existing)
@@ -240,10 +247,13 @@ class WarbleServer:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            if loop.time() >= next_housekeeping:
-                self._housekeeping()
-                next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
-            self._dispatch()
+            try:
+                if loop.time() >= next_housekeeping:
+                    next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
+                    self._housekeeping()
+                self._dispatch()
+            except Exception as exc:  # one bad job must not stop every other job's dispatch
+                self.node.log.error("warble dispatch: %s: %s", type(exc).__name__, exc)
 
     def _worker_loads(self) -> list[WorkerLoad]:
         in_flight = self.queue.in_flight()
@@ -314,7 +324,7 @@ class WarbleServer:
         if state != "done" or not isinstance(reply.get("result"), dict):
             raise PayloadError(f"warble reply from {worker} for {job_id}: unknown state {state!r}")
         result = reply["result"]
-        if not self.queue.complete(job_id, result, failed=result.get("status") == "crashed"):
+        if not self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker):
             self.stats["duplicate_results"] += 1  # at-least-once delivery: stored once, announced once
             return
         self.stats["results"] += 1
@@ -337,19 +347,29 @@ class WarbleServer:
         if not isinstance(request, dict) or request.get("op") not in ("save", "load"):
             raise PayloadError("warble store request: expected {\"op\": \"save\"|\"load\", ...}")
         reply_to = str(request.get("reply_to") or "")
-        if not reply_to.startswith(self.node.topic("nodes") + "/"):
-            raise PayloadError(f"warble store request: reply_to must be a node topic, got {reply_to!r}")
+        levels = reply_to.split("/")
+        worker = levels[-3] if levels[-2:] == ["reply", "warble_store"] else None
+        if worker is None or reply_to != self.node.topics.reply(worker, "warble_store"):
+            raise PayloadError(f"warble store request: reply_to must be a worker's reply topic, got {reply_to!r}")
+        user = str(request.get("user"))
+        # Only a worker running a job of this user may read or write the user's values.
+        if not self.queue.running_for(worker, user):
+            raise PayloadError(f"warble store request from {worker}: no job of user {user!r} runs there")
         answer: dict[str, Any] = {"correlation": request.get("correlation")}
         try:
-            user, name = str(request["user"]), str(request["name"])
+            name = str(request["name"])
             if request["op"] == "load":
                 value = self.store.get(user, name)
                 answer["value"] = None if value is None else list(encode_value(value))
             else:
-                self.store.set(user, name, decode_value(*request["value"]))
+                kind, text = request["value"]
+                if not isinstance(text, str) or len(text) > self.config["max_saved_value_length"] + 32:
+                    raise QuotaExceeded(f"SAVE: a value is at most {self.config['max_saved_value_length']} "
+                                        f"characters")
+                self.store.set(user, name, decode_value(kind, text))
         except QuotaExceeded as exc:
             answer.update(error=exc.message, quota=True)
-        except (KeyError, TypeError, ValueError, WarbleError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError, WarbleError) as exc:
             answer["error"] = f"bad store request: {exc}"
         self.node.publish(reply_to, answer, qos=1)
 
@@ -363,6 +383,21 @@ class WarbleServer:
         extra = {"correlation_data": message.correlation_data} if message.correlation_data else {}
         self.node.publish(str(reply_to), {"user": request["user"], "jobs": self.history(request["user"])},
                           qos=1, **extra)
+
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_NAME = 64  # characters of a user name (and of what a rejection keeps of an oversized post)
+
+
+def _check_submission(user: Any, source: Any, job_id: str | None, max_length: int) -> str | None:
+    """What is wrong with a submission's envelope, before any parsing; None if nothing."""
+    if job_id is not None and not ID_PATTERN.fullmatch(job_id):
+        return "an id is 1-64 letters, digits, '_', '-' or '.'"
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_NAME or any(c in user for c in "+#/\0"):
+        return f"a user name is 1-{MAX_NAME} characters without '/', '+', '#'"
+    if len(source) > max_length:
+        return f"the submission is {len(source)} characters long; at most {max_length} are read"
+    return None
 
 
 def _maybe_a_plugin_builtin(error: WarbleError) -> bool:

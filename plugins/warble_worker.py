@@ -37,12 +37,19 @@ def limits_from_config(value: Any) -> Limits:
 
 
 class RemoteStore:
-    """SAVE/LOAD over MQTT to the server's store; called from the runner's thread."""
+    """SAVE/LOAD over MQTT to the server's store, for one job; called from the runner's thread.
 
-    def __init__(self, plugin: "WarbleWorker", timeout: float):
-        self.plugin, self.timeout = plugin, timeout
+    Every LOAD is a round trip to the server, so a run may make at most
+    `max_reads` of them (SAVEs are bounded by the Warble limit max_store_writes).
+    """
+
+    def __init__(self, plugin: "WarbleWorker", timeout: float, max_reads: int):
+        self.plugin, self.timeout, self.reads_left = plugin, timeout, max_reads
 
     def get(self, user: str, name: str):
+        if self.reads_left <= 0:
+            raise QuotaExceeded("LOAD: too many reads in one run")
+        self.reads_left -= 1
         answer = self._ask({"op": "load", "user": user, "name": name})
         return None if answer.get("value") is None else decode_value(*answer["value"])
 
@@ -67,6 +74,7 @@ class WarbleWorker:
     config_schema = Section({
         "slots": Integer(min=1, default=None, doc="jobs at once; default: the number of CPU cores"),
         "store_timeout": Number(min=0.1, default=3.0, doc="seconds to wait for SAVE/LOAD from the server"),
+        "max_store_reads": Integer(min=1, default=1000, doc="LOADs per run (each asks the server)"),
         "limits": Checked(limits_from_config, default=None, expected="a mapping of Warble limits"),
     })
 
@@ -74,6 +82,7 @@ class WarbleWorker:
         self.node = node
         self.slots = config["slots"] or os.cpu_count() or 1
         self.store_timeout = config["store_timeout"]
+        self.max_store_reads = config["max_store_reads"]
         self.limits: Limits = config["limits"] or Limits()
         self.runner: Runner | None = None
         self.executor = ThreadPoolExecutor(self.slots, thread_name_prefix=f"warble-{node.id}")
@@ -166,8 +175,8 @@ class WarbleWorker:
     def _run_in_thread(self, job: dict, builtins: list):
         self._job_of_thread.job = job
         try:
-            return self.runner.run(job["source"], user=job["user"], store=RemoteStore(self, self.store_timeout),
-                                   builtins=builtins)
+            store = RemoteStore(self, self.store_timeout, self.max_store_reads)
+            return self.runner.run(job["source"], user=job["user"], store=store, builtins=builtins)
         finally:
             self._job_of_thread.job = None
 

@@ -108,10 +108,24 @@ def test_a_result_is_stored_once(tmp_path):
     q = queue(tmp_path)
     job, _ = q.submit("ada", "PRINT(1)")
     q.mark_dispatched(job.id, "w1", 30)
-    assert q.complete(job.id, {"status": "ok", "output": ["1"]}) is True
-    assert q.complete(job.id, {"status": "ok", "output": ["other"]}) is False
+    assert q.complete(job.id, {"status": "ok", "output": ["1"]}, node="w1") is True
+    assert q.complete(job.id, {"status": "ok", "output": ["other"]}, node="w1") is False
     stored = q.get(job.id)
     assert stored.state == DONE and stored.result["output"] == ["1"]
+
+
+def test_only_the_node_holding_a_job_can_complete_it(tmp_path):
+    q = queue(tmp_path)
+    queued, _ = q.submit("alice", "PRINT(1)")
+    assert q.complete(queued.id, {"status": "ok", "output": ["3.14159"]}, node="w1") is False  # not dispatched
+    q.mark_dispatched(queued.id, "w1", 30)
+    assert q.complete(queued.id, {"status": "ok", "output": ["forged"]}, node="intruder") is False
+    (requeued,) = q.requeue_from("w1")
+    q.mark_dispatched(queued.id, "w2", 30)
+    assert q.complete(queued.id, {"status": "ok", "output": ["late"]}, node="w1") is False  # after the re-queue
+    assert q.complete(queued.id, {"status": "ok", "output": ["1"]}, node="w2") is True
+    assert q.get(queued.id).result["output"] == ["1"]
+    assert q.running_for("w2", "alice") is False
 
 
 def test_queued_jobs_expire_after_the_deadline(tmp_path):
@@ -154,6 +168,6 @@ def test_in_flight_counts_per_node(tmp_path):
     for i in range(3):
         q.submit(f"u{i}", "PRINT(1)")
     jobs = dispatch_all(q, node="w1")
-    q.complete(jobs[0].id, {"status": "ok"})
+    q.complete(jobs[0].id, {"status": "ok"}, node="w1")
     assert q.in_flight() == {"w1": 2}
     assert q.in_flight("w2") == {"w2": 0}

@@ -126,7 +126,7 @@ class StandardLibrary:
         if ctx is not None and (is_mpf(x) or x.__class__ is float):
             x = to_mpf(ctx, x)
             if n is None:
-                return int(ctx.nint(x))
+                return self._to_int(ctx.nint(x))
             scale = ctx.mpf(10) ** n
             return real_result(ctx.nint(x * scale) / scale)
         if n is None:
@@ -242,7 +242,10 @@ class StandardLibrary:
         if m > 1:
             if n > 2 ** 1000:
                 raise self.too_large()
-            bits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+            if n < 2 ** 50:
+                bits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+            else:  # lgamma cancels out for huge n: use C(n, m) <= (e*n/m)^m instead
+                bits = m * (n.bit_length() - (m.bit_length() - 1) + math.log2(math.e))
             if bits > self.max_bits:
                 raise self.too_large()
         return math.comb(n, k)

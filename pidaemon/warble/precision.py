@@ -33,6 +33,11 @@ def to_mpf(ctx, value):
     return ctx.mpf(value)
 
 
+# Magnitudes up to about 10^78000: beyond, one C-level operation on the number
+# (SIN's argument reduction, printing, ROUND) costs seconds.
+MAX_EXPONENT_BITS = 1 << 18
+
+
 def real_result(value):
     """Refuse complex results and infinities that mpmath gives where floats raise."""
     if not hasattr(value, "_mpf_"):
@@ -40,7 +45,7 @@ def real_result(value):
     man, exp, bc = value._mpf_[1:4]
     if not man and exp:          # mpmath encodes inf/nan with a zero mantissa and non-zero exp
         raise ValueError("not finite")
-    if abs(exp) > (1 << 62):
+    if abs(exp) + bc > MAX_EXPONENT_BITS:
         raise WarbleError("number too large")
     return value
 

@@ -19,8 +19,8 @@ def server_plugins(tmp_path, **warble) -> dict:
     }
 
 
-def worker_plugins(slots=2, **limits) -> dict:
-    return {"ping": {}, "warble_worker": {"slots": slots, "limits": {"time_limit": 5, **limits} }}
+def worker_plugins(slots=2, options=None, **limits) -> dict:
+    return {"ping": {}, "warble_worker": {"slots": slots, "limits": {"time_limit": 5, **limits}, **(options or {})}}
 
 
 def server_config(node_id, broker_url, tmp_path, **warble) -> dict:
@@ -36,13 +36,14 @@ def worker_config(node_id, broker_url, slots=2, **limits) -> dict:
 
 
 class InProcessCluster:
-    def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, more_plugins=None, **warble):
+    def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, more_plugins=None,
+                 worker_options=None, **warble):
         plugins = {**server_plugins(tmp_path, **warble), **(more_plugins or {})}
         if http_listen:
             plugins["warble_http"] = {"listen": http_listen}
         self.server = make_daemon("server", broker_url, role="server", plugins=plugins, session_expiry=600)
         self.server.config["node"]["state_dir"] = str(tmp_path)
-        self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots))
+        self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots, worker_options))
                         for i in range(1, workers + 1)]
 
     @property
