@@ -153,8 +153,16 @@ class JobQueue:
                 return self._job(row)
         return None
 
+    MAX_TRACKED_USERS = 10_000
+
     def _check_user_limits(self, user: str) -> None:
         now = self.clock()
+        if len(self._buckets) > self.MAX_TRACKED_USERS:
+            # Forget users whose bucket has refilled: they are back to a full burst anyway.
+            refill = self.limits.per_user_burst / self.limits.per_user_rate
+            self._buckets = {u: b for u, b in self._buckets.items() if now - b.stamp < refill}
+            queued = {u for (u,) in self.db.execute("SELECT DISTINCT user FROM jobs WHERE state = ?", (QUEUED,))}
+            self._last_served = {u: t for u, t in self._last_served.items() if u in queued}
         bucket = self._buckets.get(user) or _Bucket(float(self.limits.per_user_burst), now)
         bucket.tokens = min(self.limits.per_user_burst, bucket.tokens + (now - bucket.stamp) * self.limits.per_user_rate)
         bucket.stamp = now

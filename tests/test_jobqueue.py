@@ -171,3 +171,13 @@ def test_in_flight_counts_per_node(tmp_path):
     q.complete(jobs[0].id, {"status": "ok"}, node="w1")
     assert q.in_flight() == {"w1": 2}
     assert q.in_flight("w2") == {"w2": 0}
+
+
+def test_per_user_bookkeeping_is_bounded(tmp_path):
+    clock = FakeClock()
+    q = JobQueue(tmp_path / "q.sqlite", QueueLimits(per_user_rate=1, per_user_burst=2), clock=clock)
+    q.MAX_TRACKED_USERS = 50
+    for i in range(200):
+        q.submit(f"name-{i}", "PRINT(1)")  # a user dodging the rate limit with new names
+        clock.now += 10  # each bucket refills in 2 s
+    assert len(q._buckets) <= 51

@@ -40,7 +40,7 @@ for _text, _op in OPERATORS:
 WHITESPACE = " \t\r\u00a0\ufeff"
 # Directional formatting characters could make a leaderboard show other text
 # than what runs ("Trojan Source"): refused even inside strings.
-BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True, slots=True)
