@@ -247,6 +247,13 @@ class JobQueue:
             expired.append(job)
         return expired
 
+    def forget_finished(self, older_than: float) -> int:
+        """Delete finished jobs (and rejections) last updated more than `older_than` seconds ago."""
+        marks = ",".join("?" * len(FINAL_STATES))
+        cursor = self.db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND updated < ?",
+                                 (*FINAL_STATES, self.clock() - older_than))
+        return cursor.rowcount
+
     def _requeue(self, job: Job, reason: str) -> Job:
         now = self.clock()
         if job.attempts >= self.limits.max_attempts:

@@ -41,6 +41,7 @@ from pidaemon.warble.errors import QuotaExceeded
 
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
+CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
 
 
 class WarbleServer:
@@ -60,6 +61,8 @@ class WarbleServer:
         "max_source_length": Integer(min=1, default=280, doc="characters of a program"),
         "max_submission_length": Integer(min=1, default=4096,
                                          doc="characters of a submission (a post around its #pi{...}) read at all"),
+        "keep_results": Number(min=60, default=30 * 86400,
+                               doc="seconds finished jobs stay in the queue file (history, GET /warbles/<id>)"),
         "max_saved_keys": Integer(min=1, default=100, doc="SAVE names per user"),
         "max_saved_value_length": Integer(min=1, default=4096),
     })
@@ -77,6 +80,7 @@ class WarbleServer:
         self.leaderboard: Leaderboard | None = None
         self.registry = None
         self._wake = asyncio.Event()
+        self._next_cleanup = 0.0
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
                       "requeued": 0, "expired": 0}
 
@@ -286,6 +290,12 @@ class WarbleServer:
             loads[worker] = WorkerLoad(worker, load.cpu_percent, load.capacity, load.in_flight + 1)
 
     def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP_INTERVAL
+            forgotten = self.queue.forget_finished(self.config["keep_results"])
+            if forgotten:
+                self.node.log.info("forgot %d finished jobs older than %g s", forgotten, self.config["keep_results"])
         for job in self.queue.expire_queued():
             self.stats["expired"] += 1
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})

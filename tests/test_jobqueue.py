@@ -181,3 +181,16 @@ def test_per_user_bookkeeping_is_bounded(tmp_path):
         q.submit(f"name-{i}", "PRINT(1)")  # a user dodging the rate limit with new names
         clock.now += 10  # each bucket refills in 2 s
     assert len(q._buckets) <= 51
+
+
+def test_finished_jobs_are_forgotten_after_their_retention(tmp_path):
+    q = queue(tmp_path)
+    done, _ = q.submit("ada", "PRINT(1)")
+    q.mark_dispatched(done.id, "w1", 30)
+    q.complete(done.id, {"status": "ok"}, node="w1")
+    waiting, _ = q.submit("ada", "PRINT(2)")
+    q.clock.now += 100
+    assert q.forget_finished(older_than=200) == 0
+    q.clock.now += 150
+    assert q.forget_finished(older_than=200) == 1
+    assert q.get(done.id) is None and q.get(waiting.id).state == QUEUED
