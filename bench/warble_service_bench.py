@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import signal
 import socket
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -76,6 +78,43 @@ class Client:
             self.all_done.clear()
 
 
+def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int) -> None:
+    """`--host-workers N`: N simulated workers on one event loop, sharing one sandboxed runner."""
+    import asyncio
+
+    from pidaemon.config import config_from_mapping, parse_broker_url
+    from pidaemon.daemon import Daemon
+    from pidaemon.logs import setup_logging
+    from pidaemon.plugins import PluginCatalog
+    from pidaemon.sim import sim_config, simulated_facts
+    from pidaemon.warble import Limits
+
+    setup_logging("warning")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+
+    async def run() -> None:
+        catalog = PluginCatalog()
+        runner = Runner(Limits(), max_jobs=runner_jobs)
+        await asyncio.to_thread(runner.start)
+        workers = []
+        for i in range(1, count + 1):
+            node_id = f"scale-{i:04d}"
+            data = sim_config(node_id, "worker", broker=parse_broker_url(broker_url), listen=None,
+                              prefix="picluster", plugins={"ping": {}, "warble_worker": {"slots": slots}})
+            config = config_from_mapping(data, plugin_schema=catalog.schema)
+            workers.append(Daemon(config, catalog=catalog, facts=simulated_facts(i, node_id),
+                                  services={"warble_runner": runner}))
+        for worker in workers:
+            await worker.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await asyncio.gather(*(w.shutdown() for w in workers))
+        await asyncio.to_thread(runner.close)
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
@@ -83,8 +122,17 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--latency-jobs", type=int, default=300)
+    parser.add_argument("--sim-workers", type=int, default=0, metavar="N",
+                        help="instead of worker processes: N simulated workers in one process, one shared runner")
+    parser.add_argument("--host-workers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.host_workers:
+        return host_workers(args.host_workers, args.broker, args.slots, runner_jobs=4)
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.sim_workers and soft < 20000:  # mosquitto, started from here, needs a socket per worker
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(20000, hard), hard))
     work = Path(tempfile.mkdtemp(prefix="pidaemon-warble-bench-"))
     broker = Mosquitto(work / "broker", cluster_config=ROOT / "config" / "mosquitto.conf").start()
     state = work / "server"
@@ -92,15 +140,21 @@ def main() -> None:
     server = server_config("server", broker.url, state, per_user_rate=1e6, per_user_burst=10**6,
                            per_user_queued=10**6, slots_per_worker=args.slots)
     server["logging"] = {"level": "warning"}
+    server["plugins"]["registry"].update(ping_interval=5, publish_delay=1)  # the cluster's pace, not a test's
     processes = [start_node_process(write_config(work / "server.yaml", server))]
-    for i in range(1, args.workers + 1):
-        worker = worker_config(f"worker-{i}", broker.url, slots=args.slots)
-        worker["logging"] = {"level": "warning"}
-        processes.append(start_node_process(write_config(work / f"worker-{i}.yaml", worker)))
+    if args.sim_workers:
+        args.workers = args.sim_workers
+        processes.append(subprocess.Popen([sys.executable, __file__, "--host-workers", str(args.sim_workers),
+                                           "--broker", broker.url, "--slots", str(args.slots)]))
+    else:
+        for i in range(1, args.workers + 1):
+            worker = worker_config(f"worker-{i}", broker.url, slots=args.slots)
+            worker["logging"] = {"level": "warning"}
+            processes.append(start_node_process(write_config(work / f"worker-{i}.yaml", worker)))
     observer = Observer(broker.port, topics=["picluster/registry"])
     client = Client(broker.port)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the registry lists every worker online
             registry = [json.loads(m.payload) for m in observer.messages if m.topic == "picluster/registry"]
             if registry and registry[-1]["counts"]["online"] >= args.workers + 1:
@@ -144,7 +198,9 @@ def main() -> None:
             direct.append((time.perf_counter() - t) * 1000)
     direct.sort()
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
-    print(f"cluster: mosquitto, 1 server, {args.workers} workers x {args.slots} slots, separate processes, "
+    where = ("in one process sharing one runner (4 jobs at once)" if args.sim_workers
+             else "each its own process")
+    print(f"cluster: mosquitto, 1 server process, {args.workers} workers x {args.slots} slots {where}, "
           f"on this machine")
     print(f"throughput: {completed}/{args.jobs} results in {elapsed:.2f} s = {throughput:.0f} Warbles/s "
           f"(goal > 300){'' if finished else '  [INCOMPLETE]'}")

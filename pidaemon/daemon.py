@@ -42,8 +42,12 @@ class Daemon:
                             "or choose another port with --set broker.listen=HOST:PORT")
 
     def __init__(self, config: Config, *, catalog: PluginCatalog | None = None,
-                 facts: dict[str, Any] | None = None, notifier: SystemdNotifier | None = None):
+                 facts: dict[str, Any] | None = None, notifier: SystemdNotifier | None = None,
+                 services: dict[str, Any] | None = None):
         self.config = config
+        # Objects that the program embedding this daemon lends to its plugins, e.g. the
+        # simulator's one Warble runner shared by a thousand simulated workers.
+        self.services: dict[str, Any] = dict(services or {})
         self.role: str = config["node"]["role"]
         broker = config["mqtt"]["broker"]
         self.facts = facts if facts is not None else machine_facts(broker.host if broker else None)

@@ -14,6 +14,7 @@ from typing import Any
 from .config import BrokerAddress, config_from_mapping
 from .daemon import Daemon
 from .plugins import PluginCatalog
+from .warble import Limits, Runner
 
 log = logging.getLogger("pidaemon.sim")
 
@@ -52,10 +53,14 @@ def sim_config(node_id: str, role: str, *, broker: BrokerAddress | None, listen:
 class SimulatedCluster:
     def __init__(self, workers: int, *, broker: BrokerAddress | None = None, listen: str = "127.0.0.1:1883",
                  prefix: str = "picluster", http: str | None = "127.0.0.1:8080",
-                 server_plugins: dict | None = None, worker_plugins: dict | None = None, devices: bool = True):
+                 server_plugins: dict | None = None, worker_plugins: dict | None = None, devices: bool = True,
+                 runner_jobs: int = 4):
         self.catalog = PluginCatalog()
         host, _, port = listen.rpartition(":")
         worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1", int(port), False)
+        # One sandboxed runner for every simulated worker: a zygote per worker would
+        # mean a thousand processes.  Jobs still run one child process each.
+        self.runner = Runner(Limits(), max_jobs=runner_jobs)
         server_plugins = dict(SERVER_PLUGINS if server_plugins is None else server_plugins)
         if http and "warble_server" in server_plugins:
             server_plugins["warble_http"] = {"listen": http}
@@ -81,9 +86,11 @@ class SimulatedCluster:
         if protocol:
             data["mqtt"]["protocol"] = protocol
         config = config_from_mapping(data, origin=f"<sim {node_id}>", plugin_schema=self.catalog.schema)
-        return Daemon(config, catalog=self.catalog, facts=simulated_facts(index, node_id))
+        return Daemon(config, catalog=self.catalog, facts=simulated_facts(index, node_id),
+                      services={"warble_runner": self.runner})
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.runner.start)
         await self.server.start()  # first: it may host the broker
         for node in [*self.workers, *self.devices]:
             await node.start()
@@ -95,3 +102,4 @@ class SimulatedCluster:
     async def shutdown(self) -> None:
         await asyncio.gather(*(n.shutdown() for n in [*self.workers, *self.devices]))
         await self.server.shutdown()  # last: it may host the broker
+        await asyncio.to_thread(self.runner.close)

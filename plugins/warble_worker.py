@@ -85,6 +85,7 @@ class WarbleWorker:
         self.max_store_reads = config["max_store_reads"]
         self.limits: Limits = config["limits"] or Limits()
         self.runner: Runner | None = None
+        self.owns_runner = False
         self.executor = ThreadPoolExecutor(self.slots, thread_name_prefix=f"warble-{node.id}")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running: dict[str, asyncio.Task] = {}
@@ -123,14 +124,18 @@ class WarbleWorker:
     @hookimpl
     async def pidaemon_startup(self, node):
         self.loop = asyncio.get_running_loop()
-        self.runner = Runner(self.limits, max_jobs=self.slots)
+        shared = node.services.get("warble_runner")  # lent by the simulator to all its workers
+        if shared is not None:
+            self.runner, self.owns_runner = shared, False
+            return
+        self.runner, self.owns_runner = Runner(self.limits, max_jobs=self.slots), True
         await asyncio.to_thread(self.runner.start)  # the warm zygote: imports once, forks per job
 
     @hookimpl
     async def pidaemon_shutdown(self, node):
         for task in self.running.values():
             task.cancel()
-        if self.runner is not None:
+        if self.runner is not None and self.owns_runner:
             await asyncio.to_thread(self.runner.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
 

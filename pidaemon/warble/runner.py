@@ -257,8 +257,7 @@ class Runner:
                 if left <= 0:
                     stop = ("timeout", f"time limit of {limits.time_limit:g} s reached (stopped)")
                     break
-                ready, _, _ = select.select([channel.sock], [], [], left)
-                if not ready:
+                if not _readable(channel.sock, left):
                     continue
                 try:
                     eof = not channel.feed()
@@ -348,6 +347,14 @@ class Runner:
             log.exception("Warble store set failed")
             return {"e": "SAVE: storage is not available"}
         return {"ok": True}
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Wait until `sock` can be read; poll(), since select() fails on descriptors past 1023
+    (a process that hosts a thousand simulated workers has that many sockets)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
 def _ended(status: int | None, limits: Limits, output: list[str], elapsed: float) -> Result:

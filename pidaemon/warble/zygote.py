@@ -249,6 +249,8 @@ def serve(ctl: socket.socket) -> None:
         raise OSError("no child could take the job")
 
     spare = fork_spare()
+    control = select.poll()  # not select(): the descriptor may be past 1023
+    control.register(ctl, select.POLLIN | select.POLLHUP | select.POLLERR)
     while True:
         reap()
         if spare is not None and spare[0] not in live:
@@ -256,8 +258,7 @@ def serve(ctl: socket.socket) -> None:
             spare = None
         if spare is None:
             spare = fork_spare()
-        ready, _, _ = select.select([ctl], [], [], 0.5)
-        if not ready:
+        if not control.poll(500):
             continue
         try:
             data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 22, 4)

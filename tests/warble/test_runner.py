@@ -160,3 +160,25 @@ def test_store_object_never_leaves_the_parent(runner, tmp_path):
     store = SqliteStore(str(tmp_path / "s.db"))
     assert runner.run('SAVE("a", "b");PRINT(LOAD("a"))', store=store).output == ["b"]
     store.close()
+
+
+def test_runner_works_with_file_descriptors_past_1023():
+    """A process hosting a thousand simulated workers has more than 1024 sockets open."""
+    import resource
+    import socket
+
+    from pidaemon.warble import Runner
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2100:
+        pytest.skip("the file descriptor limit is too low for this test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    pairs = [socket.socketpair() for _ in range(520)]  # 1040 descriptors
+    try:
+        with Runner() as runner:
+            result = runner.run("PRINT(6*7)")
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.status == "ok" and result.output == ["42"]
