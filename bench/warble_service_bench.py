@@ -44,6 +44,7 @@ class Client:
         self.lock = threading.Lock()
         self.all_done = threading.Event()
         self.expected = 0
+        self.failed = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-client")
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
@@ -62,6 +63,8 @@ class Client:
             return
         with self.lock:
             self.done[answer["id"]] = now
+            if answer["status"] != "ok":
+                self.failed += 1
             if len(self.done) >= self.expected:
                 self.all_done.set()
 
@@ -75,6 +78,7 @@ class Client:
             self.sent.clear()
             self.done.clear()
             self.expected = expected
+            self.failed = 0
             self.all_done.clear()
 
 
@@ -172,7 +176,7 @@ def main() -> None:
             client.submit(f"tp-{i}", f"u{i % 5}")
         finished = client.all_done.wait(300)
         elapsed = time.perf_counter() - t0
-        completed = len(client.done)
+        completed, failed = len(client.done), client.failed
         throughput = completed / elapsed
 
         client.reset(args.latency_jobs)
@@ -203,7 +207,7 @@ def main() -> None:
     print(f"cluster: mosquitto, 1 server process, {args.workers} workers x {args.slots} slots {where}, "
           f"on this machine")
     print(f"throughput: {completed}/{args.jobs} results in {elapsed:.2f} s = {throughput:.0f} Warbles/s "
-          f"(goal > 300){'' if finished else '  [INCOMPLETE]'}")
+          f"(goal > 300){'' if finished else '  [INCOMPLETE]'}; not ok: {failed}")
     print(f"latency at {args.rate:g}/s ({len(latencies)} jobs): p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 50)")
     print(f"direct runner, same program: p50 {statistics.median(direct):.1f} ms, "
           f"p99 {direct[int(0.99 * (len(direct) - 1))]:.1f} ms; per-job overhead of the service at p50: "

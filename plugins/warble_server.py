@@ -263,9 +263,9 @@ class WarbleServer:
         in_flight = self.queue.in_flight()
         loads = []
         for node_id in self.registry.healthy_nodes("warble"):
-            record = self.registry.record(node_id) or {}
-            capacity = self.config["slots_per_worker"] or record.get("cpu_count") or 1
-            cpu = (record.get("telemetry") or {}).get("cpu_percent")
+            record = self.registry.records[node_id]  # the record itself: record() copies it into a dict
+            capacity = self.config["slots_per_worker"] or record.cpu_count or 1
+            cpu = (record.telemetry or {}).get("cpu_percent")
             loads.append(WorkerLoad(node_id, cpu, capacity, in_flight.get(node_id, 0)))
         return loads
 
