@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=300)
     parser.add_argument("--sim-workers", type=int, default=0, metavar="N",
                         help="instead of worker processes: N simulated workers in one process, one shared runner")
+    parser.add_argument("--ping-interval", type=float, default=5, help="the registry's health pings, seconds")
     parser.add_argument("--host-workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,7 +145,7 @@ def main() -> None:
     server = server_config("server", broker.url, state, per_user_rate=1e6, per_user_burst=10**6,
                            per_user_queued=10**6, slots_per_worker=args.slots)
     server["logging"] = {"level": "warning"}
-    server["plugins"]["registry"].update(ping_interval=5, publish_delay=1)  # the cluster's pace, not a test's
+    server["plugins"]["registry"].update(ping_interval=args.ping_interval, publish_delay=1)  # the cluster's pace, not a test's
     processes = [start_node_process(write_config(work / "server.yaml", server))]
     if args.sim_workers:
         args.workers = args.sim_workers
