@@ -97,13 +97,20 @@ def _effect_lines(effects: RecordingEffects, start: int = 0) -> list[str]:
 
 
 # ---- commands --------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace):
+    """(source, limits) from the command line, or None after printing what is wrong."""
     try:
-        source = _source(args.source)
-        limits = _limits(args.limit)
+        return _source(args.source), _limits(args.limit)
     except (ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    inputs = _inputs(args)
+    if inputs is None:
         return 2
+    source, limits = inputs
     store = SqliteStore(args.store, limits.max_saved_keys, limits.max_saved_value_length) \
         if args.store else MemoryStore(limits.max_saved_keys, limits.max_saved_value_length)
     effects = RecordingEffects(realtime=True)
@@ -142,12 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        source = _source(args.source)
-        limits = _limits(args.limit)
-    except (ValueError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    inputs = _inputs(args)
+    if inputs is None:
         return 2
+    source, limits = inputs
     try:
         compile_program(source, limits=limits)
     except WarbleError as exc:
