@@ -39,6 +39,9 @@ def test_store_and_result_topics_refuse_strangers(broker, observer, tmp_path, ca
             await asyncio.to_thread(observer.publish, "picluster/warble/store", json.dumps({
                 "op": "load", "user": "alice", "name": "secret", "correlation": "x",
                 "reply_to": "picluster/nodes/worker-1/reply/warble_store"}))
+            # (Refused while no job of alice runs on worker-1: see docs/protocol.md on ACLs for the rest.)
+            await wait_until(lambda: any("no job of user 'alice' runs there" in r.getMessage()
+                                         for r in caplog.records), what="store request refused")
             # ... and forges a result for a job that is still waiting (no worker takes it: all are busy).
             busy = [service.submit("zed", "SLEEP(2)") for _ in range(4)]
             waiting = service.submit("alice", "PRINT(1)")
