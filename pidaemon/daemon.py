@@ -183,7 +183,7 @@ class Daemon:
     async def start(self) -> None:
         self.started_at = round(time.time(), 3)
         self._load_plugins()
-        await self._call_each("pidaemon_configure", isolate_failures=True)
+        await self._call_each("pidaemon_configure")
         await self._start_embedded_broker()
         self.broker = await self._find_broker()
         self._start_bus()
@@ -201,7 +201,7 @@ class Daemon:
         self.notifier.stopping()
         timeout = self.config["lifecycle"]["shutdown_timeout"]
         try:
-            await asyncio.wait_for(self._call_each("pidaemon_shutdown", isolate_failures=True), timeout)
+            await asyncio.wait_for(self._call_each("pidaemon_shutdown"), timeout)
         except asyncio.TimeoutError:
             self.log.error("plugin shutdown took longer than %s s; going offline anyway", timeout)
         for task in list(self._tasks):
@@ -291,7 +291,11 @@ class Daemon:
                 self.log.error('plugin "%s" failed in %s: %s', impl.plugin_name, hook_name, describe_error(exc))
         return results
 
-    async def _call_each(self, hook_name: str, *, isolate_failures: bool, **kwargs) -> None:
+    async def _call_each(self, hook_name: str, **kwargs) -> None:
+        """Call a hook on each plugin in turn, awaiting coroutines; one failure does not skip the others.
+
+        A failure is logged; in `pidaemon_configure` it marks the plugin failed (fatal if required).
+        """
         for impl in self._hookimpls(hook_name):
             try:
                 result = impl.function(node=self, **kwargs)
@@ -359,10 +363,10 @@ class Daemon:
 
     def _bus_connected(self) -> None:
         self._publish_presence()
-        self.spawn(self._call_each("pidaemon_connected", isolate_failures=True), name="hook:connected")
+        self.spawn(self._call_each("pidaemon_connected"), name="hook:connected")
 
     def _bus_disconnected(self) -> None:
-        self.spawn(self._call_each("pidaemon_disconnected", isolate_failures=True), name="hook:disconnected")
+        self.spawn(self._call_each("pidaemon_disconnected"), name="hook:disconnected")
 
     def _route_message(self, message: Message) -> None:
         receivers = {plugin for topic_filter, plugin in self._routes if topic_matches(topic_filter, message.topic)}
