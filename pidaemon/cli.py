@@ -250,13 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=cmd_plugins)
 
     for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli"):
-        try:
-            commands_module = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # TEMPORARY while issues 3 and 4 are written
-            if exc.name != module:
-                raise
-            continue
-        commands_module.add_commands(commands)
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 
