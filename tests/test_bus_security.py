@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.nodes import make_daemon
 
-pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is needed to make test certificates")
 
 
 def make_certificates(directory):

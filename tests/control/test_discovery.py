@@ -153,17 +153,14 @@ def test_announcements_of_another_cluster_are_not_taken(tmp_path):
 
 def test_a_node_waiting_for_its_server_stops_on_sigterm(tmp_path):
     from tests.control.helpers import config_mapping
-    from tests.support.nodes import start_node_process, write_config
+    from tests.support.nodes import start_node_process, wait_for_log, write_config
 
     data = config_mapping("waiting", None, tmp_path / "state",
                           plugins={"discovery": discovery_section(free_udp_port())})
     process = start_node_process(write_config(tmp_path / "waiting.yaml", data))
     try:
         log_path = process.log_path
-        deadline = time.monotonic() + 15
-        while "waiting for the server's announcement" not in open(log_path).read():
-            assert time.monotonic() < deadline and process.poll() is None, open(log_path).read()
-            time.sleep(0.05)
+        wait_for_log(process, "waiting for the server's announcement")
         process.terminate()
         code = process.wait(10)
     finally:

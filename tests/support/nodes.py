@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -47,3 +48,17 @@ def start_node_process(config_path: Path, *args: str, env: dict | None = None, l
                                stdout=log, stderr=subprocess.STDOUT, env=environment)
     process.log_path = log_path
     return process
+
+
+def wait_for_log(process, text: str, timeout: float = 15.0) -> None:
+    """Wait until `text` appears in the log of a node started by start_node_process.
+
+    Raises TimeoutError (with the log) after `timeout` s or if the process ends first:
+    a bound on failure, not a timing claim.
+    """
+    deadline = time.monotonic() + timeout
+    while text not in open(process.log_path).read():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} not logged (process {'ended' if process.poll() is not None else 'running'}):"
+                               f"\n{open(process.log_path).read()}")
+        time.sleep(0.05)

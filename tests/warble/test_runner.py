@@ -169,9 +169,8 @@ def test_runner_works_with_file_descriptors_past_1023():
 
     from pidaemon.warble import Runner
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 2100:
-        pytest.skip("the file descriptor limit is too low for this test")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    # Raising the hard limit needs root (CI runs as root); elsewhere this raises ValueError.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), max(hard, 2100)))
     pairs = [socket.socketpair() for _ in range(520)]  # 1040 descriptors
     try:
         with Runner() as runner:
