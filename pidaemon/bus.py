@@ -157,6 +157,7 @@ class Bus:
         self._watched_socket: int | None = None  # file descriptor
         self._pending_suback: int | None = None
         self._retarget_pending = False
+        self._last_connection_was_up = False  # did the latest attempt get as far as a CONNACK?
         self._unacknowledged: set[int] = set()  # message ids of QoS 1/2 publishes not yet acknowledged
         self.connected_event = asyncio.Event()
         self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0}
@@ -335,7 +336,6 @@ class Bus:
             self.log.debug("reconnecting in %.2f s (attempt %d)", delay, attempt)
             await asyncio.sleep(delay)
 
-    _last_connection_was_up = False
 
     def _switch_client(self) -> None:
         """A new paho client for the new broker; what the old one had not delivered moves to the queue."""

@@ -26,6 +26,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 def add_config_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
     parser.add_argument("--config", "-c", required=config_required, metavar="FILE",
                         help="the role's YAML file (e.g. config/worker.yaml)")
+    add_layer_arguments(parser)
+
+
+def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The layers over a role file: a node-local file and single values."""
     parser.add_argument("--local", metavar="FILE", help="node-local override file")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override one value, e.g. --set plugins.ping.enabled=false (repeatable)")
@@ -224,13 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_commands.add_parser("check", help="validate; exit non-zero on any error")
     check.add_argument("files", nargs="+", metavar="FILE")
-    check.add_argument("--local", metavar="FILE")
-    check.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    add_layer_arguments(check)
     check.set_defaults(func=cmd_config_check)
     show = config_commands.add_parser("show", help="print the effective merged configuration")
     show.add_argument("file", metavar="FILE")
-    show.add_argument("--local", metavar="FILE")
-    show.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    add_layer_arguments(show)
     add_broker_argument(show)
     show.set_defaults(func=cmd_config_show)
 

@@ -3,7 +3,8 @@
 Each message is a 4-byte big-endian length and a JSON object. JSON, not
 pickle, in this direction: the parent never unpickles what a child sends.
 Warble values travel tagged, so big integers and arbitrary-precision numbers
-keep their exact value: ["i", "123"], ["f", "1.5"], ["s", "text"], ["d", "3.14"].
+keep their exact value, in the store's encoding (store.encode_value):
+["int", "123"], ["float", "1.5"], ["str", "text"], ["dec", "3.14"].
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import socket
 import struct
 from typing import Any
 
-from .formatting import int_to_str, str_to_int
+from . import store
+from .errors import WarbleError
 from .precision import is_mpf, mpf_to_decimal
 
 HEADER = struct.Struct(">I")
@@ -25,40 +27,28 @@ class ProtocolError(Exception):
 
 
 def encode_value(value: Any, digits: int | None = None) -> list:
-    cls = value.__class__
-    if cls is int:
-        return ["i", int_to_str(value)]
-    if cls is float:
-        return ["f", repr(value)]
-    if cls is str:
-        return ["s", value]
-    if cls is decimal.Decimal:
-        return ["d", str(value)]
-    if cls is bool:
-        return ["i", "1" if value else "0"]
-    if is_mpf(value):
-        return ["d", str(mpf_to_decimal(value, digits or 15))]
-    raise ProtocolError(f"cannot send a {cls.__name__}")
+    """A Warble value for the pipe: the store's (kind, text), with bools and mpf made plain first."""
+    if value.__class__ is bool:
+        value = int(value)
+    elif is_mpf(value):
+        value = mpf_to_decimal(value, digits or 15)
+    try:
+        return list(store.encode_value(value))
+    except WarbleError as exc:
+        raise ProtocolError(f"cannot send a {value.__class__.__name__}") from exc
 
 
 def decode_value(item: Any) -> Any:
+    """A value from the pipe, checked for shape and size before it is decoded."""
     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
         raise ProtocolError("bad value")
     kind, text = item
     if len(text) > MAX_MESSAGE:
         raise ProtocolError("value too long")
     try:
-        if kind == "i":
-            return str_to_int(text)
-        if kind == "f":
-            return float(text)
-        if kind == "s":
-            return text
-        if kind == "d":
-            return decimal.Decimal(text)
+        return store.decode_value(kind, text)
     except (ValueError, decimal.InvalidOperation) as exc:
-        raise ProtocolError("bad number") from exc
-    raise ProtocolError(f"bad value kind {kind!r}")
+        raise ProtocolError(f"bad value: {exc}") from exc
 
 
 def pack(message: dict) -> bytes:
