@@ -133,11 +133,16 @@ def main() -> None:
             t_runner = best(lambda: runner.run(program), 3)
             print(f"{name:40} {t_warble * 1000:8.1f}ms {t_runner * 1000:8.1f}ms {t_python * 1000:8.1f}ms"
                   f" {t_warble / t_python:6.2f}x")
-        print()
-        print("runner latency for PRINT(1), 200 runs each (fork from a warm zygote, limits, kill timer):")
-        for label, gap in (("back to back", 0.0), ("10 ms apart", 0.010)):
-            median, p99 = latency(runner, 200, gap)
-            print(f"  {label:13} median {median * 1000:5.2f} ms   p99 {p99 * 1000:5.2f} ms")
+    print()
+    print("runner latency for PRINT(1), 200 runs each (limits, kill timer; a sandbox process runs")
+    print("up to jobs_per_child programs, 1 = a fresh process forked from the warm zygote per program):")
+    for jobs_per_child in (100, 1):
+        with Runner(limits, jobs_per_child=jobs_per_child) as runner:
+            runner.run("PRINT(0)")
+            for label, gap in (("back to back", 0.0), ("10 ms apart", 0.010)):
+                median, p99 = latency(runner, 200, gap)
+                print(f"  jobs_per_child {jobs_per_child:3}, {label:13} median {median * 1000:5.2f} ms   "
+                      f"p99 {p99 * 1000:5.2f} ms")
 
 
 if __name__ == "__main__":

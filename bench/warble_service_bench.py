@@ -82,7 +82,7 @@ class Client:
             self.all_done.clear()
 
 
-def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int) -> None:
+def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int, jobs_per_child: int) -> None:
     """`--host-workers N`: N simulated workers on one event loop, sharing one sandboxed runner."""
     import asyncio
 
@@ -98,7 +98,7 @@ def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int) -> N
 
     async def run() -> None:
         catalog = PluginCatalog()
-        runner = Runner(Limits(), max_jobs=runner_jobs)
+        runner = Runner(Limits(), max_jobs=runner_jobs, jobs_per_child=jobs_per_child)
         await asyncio.to_thread(runner.start)
         workers = []
         for i in range(1, count + 1):
@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--jobs-per-child", type=int, default=100,
+                        help="programs per sandbox process (the worker's jobs_per_child; 1 = fork per program)")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--latency-jobs", type=int, default=300)
     parser.add_argument("--sim-workers", type=int, default=0, metavar="N",
@@ -133,7 +135,8 @@ def main() -> None:
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host_workers:
-        return host_workers(args.host_workers, args.broker, args.slots, runner_jobs=4)
+        return host_workers(args.host_workers, args.broker, args.slots, runner_jobs=4,
+                            jobs_per_child=args.jobs_per_child)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if args.sim_workers and soft < 20000:  # mosquitto, started from here, needs a socket per worker
@@ -150,10 +153,12 @@ def main() -> None:
     if args.sim_workers:
         args.workers = args.sim_workers
         processes.append(subprocess.Popen([sys.executable, __file__, "--host-workers", str(args.sim_workers),
-                                           "--broker", broker.url, "--slots", str(args.slots)]))
+                                           "--broker", broker.url, "--slots", str(args.slots),
+                                           "--jobs-per-child", str(args.jobs_per_child)]))
     else:
         for i in range(1, args.workers + 1):
             worker = worker_config(f"worker-{i}", broker.url, slots=args.slots)
+            worker["plugins"]["warble_worker"]["jobs_per_child"] = args.jobs_per_child
             worker["logging"] = {"level": "warning"}
             processes.append(start_node_process(write_config(work / f"worker-{i}.yaml", worker)))
     observer = Observer(broker.port, topics=["picluster/registry"])
@@ -194,7 +199,7 @@ def main() -> None:
             process.wait(20)
         broker.stop()
 
-    with Runner() as runner:
+    with Runner(jobs_per_child=args.jobs_per_child) as runner:
         runner.run("PRINT(1)")
         direct = []
         for _ in range(200):
@@ -206,7 +211,7 @@ def main() -> None:
     where = ("in one process sharing one runner (4 jobs at once)" if args.sim_workers
              else "each its own process")
     print(f"cluster: mosquitto, 1 server process, {args.workers} workers x {args.slots} slots {where}, "
-          f"on this machine")
+          f"{args.jobs_per_child} programs per sandbox process, on this machine")
     print(f"throughput: {completed}/{args.jobs} results in {elapsed:.2f} s = {throughput:.0f} Warbles/s "
           f"(goal > 300){'' if finished else '  [INCOMPLETE]'}; not ok: {failed}")
     print(f"latency at {args.rate:g}/s ({len(latencies)} jobs): p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 50)")

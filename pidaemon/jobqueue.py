@@ -80,6 +80,7 @@ class QueueLimits:
     per_user_queued: int = 200       # a user's share of the queue
     per_user_rate: float = 5.0       # submissions per second per user (token bucket)
     per_user_burst: int = 20
+    max_rejected_kept: int = 10_000  # records of refused submissions; the oldest go first
 
 
 class QueueRefused(Exception):
@@ -105,6 +106,7 @@ class JobQueue:
         self.db.executescript(SCHEMA)
         self._buckets: dict[str, _Bucket] = {}
         self._last_served: dict[str, float] = {}
+        (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (REJECTED,)).fetchone()
 
     def close(self) -> None:
         self.db.close()
@@ -133,14 +135,26 @@ class JobQueue:
     def record_rejected(self, user: str, source: str, result: dict[str, Any], *, job_id: str | None = None,
                         post_id: str | None = None, reply_topic: str | None = None,
                         correlation: bytes | None = None) -> Job:
-        """Keep a record of a submission refused at intake (it never enters the queue)."""
+        """Keep a record of a submission refused at intake (it never enters the queue).
+
+        At most `max_rejected_kept` such records are kept, the newest: user
+        names are not authenticated, so no per-user limit can stop a flood of
+        bad submissions from filling the disk.
+        """
         now = self.clock()
         job = Job(id=job_id or uuid.uuid4().hex[:16], user=user, source=source, state=REJECTED, submitted=now,
                   updated=now, result=result, reply_topic=reply_topic, correlation=correlation, post_id=post_id)
-        self.db.execute(
+        cursor = self.db.execute(
             "INSERT OR IGNORE INTO jobs (id, user, source, state, submitted, updated, result, reply_topic,"
             " correlation, post_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, user, source, REJECTED, now, now, json.dumps(result), reply_topic, correlation, post_id))
+        self._rejected_kept += cursor.rowcount
+        if self._rejected_kept > self.limits.max_rejected_kept:
+            keep = self.limits.max_rejected_kept * 9 // 10   # delete in batches, not one row per rejection
+            self.db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?"
+                            " ORDER BY updated DESC LIMIT -1 OFFSET ?)", (REJECTED, keep))
+            (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
+                                                     (REJECTED,)).fetchone()
         return job
 
     def find(self, *, job_id: str | None = None, post_id: str | None = None) -> Job | None:
@@ -252,6 +266,9 @@ class JobQueue:
         marks = ",".join("?" * len(FINAL_STATES))
         cursor = self.db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND updated < ?",
                                  (*FINAL_STATES, self.clock() - older_than))
+        if cursor.rowcount:
+            (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
+                                                     (REJECTED,)).fetchone()
         return cursor.rowcount
 
     def _requeue(self, job: Job, reason: str) -> Job:

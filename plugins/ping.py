@@ -3,16 +3,34 @@
 A ping is a message on `<prefix>/nodes/<id>/cmd/ping` or `<prefix>/broadcast/ping`
 with an optional JSON object payload, e.g. `{"seq": 7}`.  The answer goes to the
 MQTT v5 response topic when the ping carries one, else to
-`<prefix>/nodes/<id>/reply/ping`, as `{"node": id, "seq": 7, "time": ...}`.
+`<prefix>/nodes/<id>/reply/ping`, as `{"node": id, "seq": 7, "time": ..., "delay": ...}`.
+
+A ping may ask for `"spread": s` (seconds, at most MAX_SPREAD): the node then
+answers after a random delay of up to s, and says how long it waited in
+`delay`. A broadcast ping to a thousand nodes otherwise brings a thousand
+answers to the server in the same few milliseconds, and whatever the server
+was doing (dispatching Warble jobs) waits behind them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Integer, Section
+
+
+MAX_SPREAD = 30.0
+
+
+def requested_spread(request: dict, topic: str) -> float:
+    spread = request.get("spread", 0)
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread <= MAX_SPREAD:
+        raise PayloadError(f"{topic}: spread must be a number of seconds from 0 to {MAX_SPREAD:g}, got {spread!r}")
+    return float(spread)
 
 
 class PingPlugin:
@@ -34,7 +52,15 @@ class PingPlugin:
         request = message.json() if message.payload else {}
         if not isinstance(request, dict):
             raise PayloadError(f"{message.topic}: expected a JSON object, got {type(request).__name__}")
-        answer = {"node": node.id, "seq": request.get("seq"), "time": time.time()}
+        spread = requested_spread(request, message.topic)
+        delay = random.uniform(0, spread) if spread else 0.0
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._answer, node, message, request, delay)
+        else:
+            self._answer(node, message, request, delay)
+
+    def _answer(self, node, message: Message, request: dict, delay: float) -> None:
+        answer = {"node": node.id, "seq": request.get("seq"), "time": time.time(), "delay": round(delay, 4)}
         topic = message.response_topic or node.topics.reply(node.id, "ping")
         props = {"correlation_data": message.correlation_data} if message.correlation_data else {}
         node.publish(topic, answer, qos=self.qos, **props)

@@ -3,8 +3,9 @@
 Built from what every node publishes anyway: its retained `status` (`online`,
 or `offline` from a clean exit or its last will), its retained `info` and its
 `telemetry`; plus health pings.  Every `ping_interval` one broadcast ping
-(`<prefix>/broadcast/ping`, `{"seq": n}`, with an MQTT v5 response topic) goes
-to all nodes; the `ping` plugin of each answers.  A node that has not answered
+(`<prefix>/broadcast/ping`, `{"seq": n, "spread": s}`, with an MQTT v5 response
+topic) goes to all nodes; the `ping` plugin of each answers, after a random
+delay of up to `ping_spread` seconds.  A node that has not answered
 within `ping_timeout` has missed that ping; after `missed_pings` misses in a
 row an `online` node becomes `unhealthy` and leaves `healthy_nodes()`, until
 it answers again.  `offline` from the status topic always wins.
@@ -85,6 +86,10 @@ class RegistryPlugin:
         "ping_timeout": Number(min=0.05, default=None,
                                doc="seconds a node has to answer a ping; default: ping_interval"),
         "missed_pings": Integer(min=1, default=3, doc="misses in a row that make an online node unhealthy"),
+        "ping_spread": Number(min=0, default=None,
+                              doc="nodes answer after a random delay of up to this many seconds, so that "
+                                  "their answers do not all arrive at once; default: ping_timeout / 5, "
+                                  "at most 1 s; never more than ping_timeout / 2"),
         "publish_delay": Number(min=0, default=1, doc="seconds changes are gathered before the registry is published"),
         "refresh_interval": Number(min=0.1, default=10,
                                    doc="seconds between publications for telemetry summaries and last_seen alone"),
@@ -101,6 +106,8 @@ class RegistryPlugin:
         self.ping_interval = config["ping_interval"]
         self.ping_timeout = min(config["ping_timeout"] or self.ping_interval, self.ping_interval)
         self.missed_pings = config["missed_pings"]
+        spread = config["ping_spread"]
+        self.ping_spread = min(min(1.0, self.ping_timeout / 5) if spread is None else spread, self.ping_timeout / 2)
         self.publish_delay = config["publish_delay"]
         self.refresh_interval = config["refresh_interval"]
         self.health_topics = config["health_topics"]
@@ -321,8 +328,9 @@ class RegistryPlugin:
     async def _health_loop(self) -> None:
         while True:
             self.seq += 1
-            sent = self.node.publish(self.node.topics.broadcast("ping"), {"seq": self.seq, "server": self.node.id},
-                                     qos=0, response_topic=self._pong_topic())
+            ping = {"seq": self.seq, "server": self.node.id, "spread": round(self.ping_spread, 3)}
+            sent = self.node.publish(self.node.topics.broadcast("ping"), ping, qos=0,
+                                     response_topic=self._pong_topic())
             await asyncio.sleep(self.ping_timeout)
             if sent:  # a ping that did not leave (no connection) is nobody's miss
                 self._count_misses(self.seq)

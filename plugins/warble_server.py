@@ -61,6 +61,9 @@ class WarbleServer:
         "max_source_length": Integer(min=1, default=280, doc="characters of a program"),
         "max_submission_length": Integer(min=1, default=4096,
                                          doc="characters of a submission (a post around its #pi{...}) read at all"),
+        "max_rejected_kept": Integer(min=1, default=10_000,
+                                     doc="records of refused submissions kept, the newest; a flood of bad "
+                                         "submissions cannot fill the disk"),
         "keep_results": Number(min=60, default=30 * 86400,
                                doc="seconds finished jobs stay in the queue file (history, GET /warbles/<id>)"),
         "max_saved_keys": Integer(min=1, default=100, doc="SAVE names per user"),
@@ -95,7 +98,7 @@ class WarbleServer:
         self.queue = JobQueue(self.db_path, QueueLimits(
             max_attempts=self.config["max_attempts"], queue_deadline=self.config["queue_deadline"],
             per_user_queued=self.config["per_user_queued"], per_user_rate=self.config["per_user_rate"],
-            per_user_burst=self.config["per_user_burst"]))
+            per_user_burst=self.config["per_user_burst"], max_rejected_kept=self.config["max_rejected_kept"]))
         self.store = SqliteStore(str(self.store_path), self.config["max_saved_keys"],
                                  self.config["max_saved_value_length"])
         self.leaderboard = Leaderboard(sqlite3.connect(str(self.db_path), isolation_level=None))

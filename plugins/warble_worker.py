@@ -75,6 +75,9 @@ class WarbleWorker:
         "slots": Integer(min=1, default=None, doc="jobs at once; default: the number of CPU cores"),
         "store_timeout": Number(min=0.1, default=3.0, doc="seconds to wait for SAVE/LOAD from the server"),
         "max_store_reads": Integer(min=1, default=1000, doc="LOADs per run (each asks the server)"),
+        "jobs_per_child": Integer(min=1, default=100,
+                                  doc="programs one sandbox process runs before it is replaced; "
+                                      "1 = a fresh process for every program (about 10x the CPU per small program)"),
         "limits": Checked(limits_from_config, default=None, expected="a mapping of Warble limits"),
     })
 
@@ -83,6 +86,7 @@ class WarbleWorker:
         self.slots = config["slots"] or os.cpu_count() or 1
         self.store_timeout = config["store_timeout"]
         self.max_store_reads = config["max_store_reads"]
+        self.jobs_per_child = config["jobs_per_child"]
         self.limits: Limits = config["limits"] or Limits()
         self.runner: Runner | None = None
         self.owns_runner = False
@@ -128,8 +132,9 @@ class WarbleWorker:
         if shared is not None:
             self.runner, self.owns_runner = shared, False
             return
-        self.runner, self.owns_runner = Runner(self.limits, max_jobs=self.slots), True
-        await asyncio.to_thread(self.runner.start)  # the warm zygote: imports once, forks per job
+        self.runner = Runner(self.limits, max_jobs=self.slots, jobs_per_child=self.jobs_per_child)
+        self.owns_runner = True
+        await asyncio.to_thread(self.runner.start)  # the warm zygote: imports once, forks the sandboxes
 
     @hookimpl
     async def pidaemon_shutdown(self, node):

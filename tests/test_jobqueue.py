@@ -194,3 +194,20 @@ def test_finished_jobs_are_forgotten_after_their_retention(tmp_path):
     q.clock.now += 150
     assert q.forget_finished(older_than=200) == 1
     assert q.get(done.id) is None and q.get(waiting.id).state == QUEUED
+
+
+def test_records_of_rejected_submissions_are_bounded_newest_kept(tmp_path):
+    """User names are not authenticated: a flood of bad submissions under many names must not fill the disk."""
+    q = queue(tmp_path, max_rejected_kept=10)
+    waiting, _ = q.submit("ada", "PRINT(1)")
+    for i in range(25):
+        q.clock.now += 1
+        q.record_rejected(f"user{i}", "x=(", {"status": "rejected"}, job_id=f"bad-{i}")
+    kept = [job.id for job in q.jobs(["rejected"])]
+    assert 9 <= len(kept) <= 10
+    assert "bad-24" in kept and "bad-0" not in kept and q.get(waiting.id).state == QUEUED
+    q.close()
+    reopened = queue(tmp_path, max_rejected_kept=10)   # the count is taken from the file on start
+    for i in range(25, 30):
+        reopened.record_rejected("eve", "x=(", {"status": "rejected"}, job_id=f"bad-{i}")
+    assert len(reopened.jobs(["rejected"])) <= 10

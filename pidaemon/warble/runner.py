@@ -5,9 +5,13 @@
 
 An in-process budget cannot stop one huge C-level operation, so the runner
 adds a process boundary. A warm zygote process (zygote.py), started once,
-forks one child per job; the caller's process is never forked (it may be an
-asyncio daemon with threads and sockets). The child runs under RLIMIT_AS and
-RLIMIT_CPU and is killed at the deadline (time_limit + kill_grace).
+forks the sandbox children; the caller's process is never forked (it may be
+an asyncio daemon with threads and sockets). A child runs each job under
+RLIMIT_AS and RLIMIT_CPU and is killed at the deadline (time_limit +
+kill_grace). A child runs up to `jobs_per_child` jobs one after the other
+and is replaced after any job that did not end with a result;
+`jobs_per_child=1` gives every job a fresh process, at about ten times the
+CPU cost of a small program.
 
 The caller's process keeps everything that touches the world: effect
 built-ins are validated in the child, sent back as `(name, args)` as they
@@ -58,9 +62,13 @@ class RunnerError(Exception):
 
 
 class Runner:
-    def __init__(self, limits: Limits | None = None, *, max_jobs: int = 1, start_timeout: float = 60.0):
+    def __init__(self, limits: Limits | None = None, *, max_jobs: int = 1, jobs_per_child: int = 100,
+                 start_timeout: float = 60.0):
+        if max_jobs < 1 or jobs_per_child < 1:
+            raise ValueError("max_jobs and jobs_per_child must be at least 1")
         self.limits = limits or Limits()
         self.max_jobs = max_jobs
+        self.jobs_per_child = jobs_per_child
         self.start_timeout = start_timeout
         self._lock = threading.Lock()            # the control socket and zygote (re)starts
         self._slots = threading.BoundedSemaphore(max_jobs)
@@ -101,7 +109,8 @@ class Runner:
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "pidaemon.warble.zygote", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "pidaemon.warble.zygote", str(theirs.fileno()),
+                 str(self.jobs_per_child), str(self.max_jobs + 1)],   # free children kept: one spare
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, start_new_session=True, close_fds=True)
         finally:

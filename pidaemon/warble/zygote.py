@@ -1,28 +1,36 @@
-"""The warm "zygote" process of the runner, and what its children do.
+"""The warm "zygote" process of the runner, and its sandbox children.
 
-The runner starts this module once (`python -m pidaemon.warble.zygote FD`).
-It imports Warble, warms it up, freezes its heap for cheap copy-on-write and
-then waits on its control socket (FD, SOCK_SEQPACKET) for requests:
+The runner starts this module once (`python -m pidaemon.warble.zygote FD
+JOBS_PER_CHILD MAX_IDLE`). It imports Warble, warms it up, freezes its heap
+for cheap copy-on-write and then waits on its control socket (FD,
+SOCK_SEQPACKET) for requests:
 
-    ("run", job_id, job_bytes) + a stream socket    start a child for the job (no reply)
-    ("kill", job_id)      -> {"ok": true}            SIGKILL the job's child if it still runs
-    ("status", job_id)    -> {"status": n | null}    the child's wait status
+    ("run", job_id, job_bytes) + a stream socket    give the job to a child (no reply)
+    ("kill", job_id)      -> {"ok": true}            SIGKILL the job's child if it still runs it
+    ("status", job_id)    -> {"status": n | null}    the wait status of the child that died on it
     ("exit",)                                        stop (also on EOF)
 
 "run" has no reply so that a job costs the runner a single wake-up: if the
-zygote cannot start the child, it closes the job socket and the runner sees
-EOF.
+zygote cannot start a child, it closes the job socket and the runner sees
+EOF. The zygote never runs user code (nor unpickles a job: only a child does).
 
-To keep fork and copy-on-write faults off the critical path, the zygote
-keeps one spare child forked and warmed up in advance; a job goes to the
-spare, and a new spare is forked after the reply. The zygote never runs user
-code (nor unpickles a job: only the child does).
+Children are forked in advance and warmed up, so neither fork nor
+copy-on-write faults sit on a job's path. A child runs up to JOBS_PER_CHILD
+jobs, one at a time, then exits: a fork and its page faults cost about 40
+times the run of a small program, so reusing a child is what lets a Pi run
+hundreds of small programs a second. A child is replaced at once after any
+job that did not end with a result (killed, out of memory, crashed) and when
+its memory has grown by RETIRE_GROWTH_MB. Between jobs nothing of a run stays
+reachable (the runtime keeps no module state) and the child collects its
+garbage. JOBS_PER_CHILD = 1 gives every job a fresh process.
 
-A child closes the control socket at once. When its job arrives it takes
-its limits (RLIMIT_AS, RLIMIT_CPU, no files, no core, no forks), compiles and
-runs the program and talks only to the runner, over the job socket (see
-protocol.py): output lines, effects, SAVE/LOAD round trips and a final
-"done". It always ends with os._exit.
+A child closes the control socket at once. When a job arrives it sets its
+limits for that job (RLIMIT_AS: its current size + memory_mb; RLIMIT_CPU:
+the CPU it has used + time_limit; no file writes, no core, no forks, few
+descriptors), compiles and runs the program and talks only to the runner,
+over the job socket (see protocol.py): output lines, effects, SAVE/LOAD round
+trips and a final "done". Just before "done" it tells the zygote, on its own
+socket, that it is free, so the runner's next job always finds it free.
 """
 from __future__ import annotations
 
@@ -50,6 +58,8 @@ from .runtime import Run
 EXIT_MEMORY = 3
 EXIT_CRASH = 4
 MB = 1024 * 1024
+RETIRE_GROWTH_MB = 32      # a child whose address space grew this much is replaced
+FREE = b"free"             # child -> zygote: ready for the next job
 
 
 def forwarded(args: tuple):
@@ -102,11 +112,31 @@ def _vm_size() -> int:
         return 512 * MB
 
 
-def _limit_resources(limits: Limits, vm_size: int) -> None:
-    memory = vm_size + limits.memory_mb * MB
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu = int(math.ceil(limits.time_limit)) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _set_limit(which: int, soft: int, hard: int | None) -> None:
+    """Set the soft limit; the hard one too when given (it can never be raised again)."""
+    _, current_hard = resource.getrlimit(which)
+    if current_hard != resource.RLIM_INFINITY:
+        soft = min(soft, current_hard)
+        hard = None if hard is None else min(hard, current_hard)
+    resource.setrlimit(which, (soft, current_hard if hard is None else hard))
+
+
+def _limit_resources(limits: Limits, last_job: bool) -> None:
+    """This job's limits, counted from where the child stands now.
+
+    A child that will run more jobs keeps its hard limits for memory and CPU
+    where they were, so that the next job can have its own allowance; on its
+    last job they become final.
+    """
+    memory = _vm_size() + limits.memory_mb * MB
+    _set_limit(resource.RLIMIT_AS, memory, memory if last_job else None)
+    cpu = int(math.ceil(_cpu_seconds() + limits.time_limit)) + 1
+    _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1 if last_job else None)
     for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_FSIZE", 0), ("RLIMIT_NPROC", 0), ("RLIMIT_NOFILE", 16)):
         try:
             resource.setrlimit(getattr(resource, name), (value, value))
@@ -114,57 +144,59 @@ def _limit_resources(limits: Limits, vm_size: int) -> None:
             pass
 
 
-def spare_main(spare: socket.socket, devnull: int) -> None:
-    """A pre-forked child: warm up, wait for one job, run it. Never returns."""
+def child_main(sock: socket.socket, devnull: int, jobs_per_child: int) -> None:
+    """A sandbox child: warm up, then run up to `jobs_per_child` jobs, one at a time. Never returns."""
     code = EXIT_CRASH
     try:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         gc.disable()
         _warm_up()
-        vm_size = _vm_size()
-        data, fds, _flags, _addr = socket.recv_fds(spare, 1 << 22, 1)
-        spare.close()
-        if not data or len(fds) != 1:
-            code = 0
-        else:
-            child_main(fds[0], pickle.loads(data), vm_size)
+        start_size = _vm_size()
+        for served in range(1, jobs_per_child + 1):
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 22, 1)
+            if not data or len(fds) != 1:
+                code = 0                  # the zygote retired this child, or is gone
+                break
+            last_job = served == jobs_per_child
+            with socket.socket(fileno=fds[0]) as job_sock:
+                channel = Channel(job_sock)
+                try:
+                    result = run_job(channel, pickle.loads(data), last_job)
+                except MemoryError:
+                    code = EXIT_MEMORY
+                    err = MemoryLimitExceeded("out of memory")
+                    channel.send({"t": "done", "r": Result("memory_limit", [], err.info()).to_dict()})
+                    break
+                go_on = not last_job and _vm_size() - start_size < RETIRE_GROWTH_MB * MB
+                if go_on:
+                    sock.send(FREE)       # before "done": the runner's next job will find us free
+                try:
+                    channel.send({"t": "done", "r": result})
+                except OSError:           # the runner gave up on this job; the next one is fine
+                    if not go_on:
+                        raise
+            if not go_on:
+                code = 0
+                break
+            gc.collect()                  # only what this child made: the zygote's heap is frozen
     finally:
         os._exit(code)
 
 
-def child_main(job_fd: int, job: dict, vm_size: int) -> None:
-    """Run one job in this child. Never returns."""
-    code = 0
-    channel = None
+def run_job(channel: Channel, job: dict, last_job: bool) -> dict:
+    """Compile and run one job under its limits; the result as a dict."""
+    limits: Limits = job["limits"]
+    _limit_resources(limits, last_job)
+    builtins: list[Builtin] = job["builtins"]
     try:
-        sock = socket.socket(fileno=job_fd)
-        channel = Channel(sock)
-        limits: Limits = job["limits"]
-        _limit_resources(limits, vm_size)
-        builtins: list[Builtin] = job["builtins"]
-        try:
-            program = compile_program(job["source"], limits=limits, builtins=builtins)
-        except WarbleError as exc:
-            result = Result("error", [], exc.info(), 0, 0.0)
-        else:
-            rt = ChildRun(channel, limits=limits, user=job["user"], store=None, effects=None,
-                          extras=program.environment_builtins(_NoEffects, limits), seed=job.get("seed"),
-                          decimal_texts=program.compiled.decimal_texts)
-            result = execute(program, rt)
-        channel.send({"t": "done", "r": result.to_dict()})
-    except MemoryError:
-        code = EXIT_MEMORY
-        try:
-            if channel is not None:
-                err = MemoryLimitExceeded("out of memory")
-                channel.send({"t": "done", "r": Result("memory_limit", [], err.info()).to_dict()})
-        except BaseException:  # noqa: BLE001
-            pass
-    except BaseException:  # noqa: BLE001 - a broken pipe (runner gone) or a bug: just end
-        code = EXIT_CRASH
-    finally:
-        os._exit(code)
+        program = compile_program(job["source"], limits=limits, builtins=builtins)
+    except WarbleError as exc:
+        return Result("error", [], exc.info(), 0, 0.0).to_dict()
+    rt = ChildRun(channel, limits=limits, user=job["user"], store=None, effects=None,
+                  extras=program.environment_builtins(_NoEffects, limits), seed=job.get("seed"),
+                  decimal_texts=program.compiled.decimal_texts)
+    return execute(program, rt).to_dict()
 
 
 class _NoEffects:
@@ -189,11 +221,25 @@ def _warm_up() -> None:
     Result("ok").to_dict()
 
 
-def serve(ctl: socket.socket) -> None:
+class _Child:
+    """The zygote's view of one child: its socket, and the job it runs (None when free)."""
+
+    __slots__ = ("pid", "sock", "job")
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid, self.sock, self.job = pid, sock, None
+
+
+def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
-    statuses: "OrderedDict[int, int]" = OrderedDict()
-    live: set[int] = set()
-    spare: tuple[int, socket.socket] | None = None
+    statuses: "OrderedDict[int, int]" = OrderedDict()   # pid -> wait status, for "status"
+    live: set[int] = set()                               # pids not yet reaped
+    children: dict[int, _Child] = {}                     # socket fd -> child with an open socket
+    idle: list[_Child] = []                              # free children, the most recent last
+    job_child: "OrderedDict[object, _Child]" = OrderedDict()
+    poller = select.poll()  # not select(): descriptors may be past 1023
+    events = select.POLLIN | select.POLLHUP | select.POLLERR
+    poller.register(ctl, events)
 
     def reap() -> None:
         while live:
@@ -212,53 +258,78 @@ def serve(ctl: socket.socket) -> None:
     def reply(obj: dict) -> None:
         ctl.send(json.dumps(obj).encode())
 
-    def fork_spare() -> tuple[int, socket.socket]:
+    def fork_child() -> _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             try:
                 ctl.close()
                 ours.close()
+                for sibling in children.values():   # or a sibling would never see its socket close
+                    sibling.sock.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                spare_main(theirs, devnull)
+                child_main(theirs, devnull, jobs_per_child)
             finally:
                 os._exit(EXIT_CRASH)
         theirs.close()
         live.add(pid)
-        return pid, ours
+        child = _Child(pid, ours)
+        children[ours.fileno()] = child
+        poller.register(ours, events)
+        return child
 
-    jobs: "OrderedDict[object, int]" = OrderedDict()    # job id -> child pid
+    def drop(child: _Child) -> None:
+        """Forget a child's socket (closing it retires a free child); its pid stays until reaped."""
+        fd = child.sock.fileno()
+        if children.pop(fd, None) is not None:
+            poller.unregister(fd)
+        child.sock.close()
+        if child in idle:
+            idle.remove(child)
 
-    def hand_over(job: bytes, fd: int) -> int:
-        nonlocal spare
+    def on_child_message(child: _Child) -> None:
+        try:
+            data = child.sock.recv(16)
+        except OSError:
+            data = b""
+        if not data:
+            drop(child)               # it ended
+        elif data == FREE and child.job is not None:
+            child.job = None
+            idle.append(child)
+            while len(idle) > max_idle:
+                drop(idle[0])
+
+    def hand_over(job_id: object, job: bytes, fd: int) -> None:
         for _attempt in (1, 2):
-            if spare is None:
-                spare = fork_spare()
-            pid, sock = spare
-            spare = None
+            child = idle.pop() if idle else fork_child()
             try:
-                socket.send_fds(sock, [job], [fd])
-                return pid
+                socket.send_fds(child.sock, [job], [fd])
             except OSError:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            finally:
-                sock.close()
+                drop(child)
+                continue
+            child.job = job_id
+            job_child[job_id] = child
+            while len(job_child) > 1000:
+                job_child.popitem(last=False)
+            return
         raise OSError("no child could take the job")
 
-    spare = fork_spare()
-    control = select.poll()  # not select(): the descriptor may be past 1023
-    control.register(ctl, select.POLLIN | select.POLLHUP | select.POLLERR)
+    idle.append(fork_child())
     while True:
         reap()
-        if spare is not None and spare[0] not in live:
-            spare[1].close()
-            spare = None
-        if spare is None:
-            spare = fork_spare()
-        if not control.poll(500):
+        if not idle:
+            idle.append(fork_child())     # one child always ready and warm
+        ready = poller.poll(500)
+        # children first: a child's "free" was sent before the result that led to the next "run"
+        for fd, _ in ready:
+            if fd in children:
+                on_child_message(children[fd])
+        if not any(fd == ctl.fileno() for fd, _ in ready):
             continue
         try:
             data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 22, 4)
@@ -279,36 +350,36 @@ def serve(ctl: socket.socket) -> None:
                 os.close(fd)
             if fds:
                 try:
-                    jobs[request[1]] = hand_over(request[2], fds[0])
-                    while len(jobs) > 1000:
-                        jobs.popitem(last=False)
+                    hand_over(request[1], request[2], fds[0])
                 except OSError:
                     pass            # closing the socket tells the runner
                 finally:
                     os.close(fds[0])
-            spare = fork_spare()
         elif op == "kill":
-            pid = jobs.get(request[1], -1)
+            child = job_child.get(request[1])
             reap()
-            if pid in live:
+            if child is not None and child.job == request[1] and child.pid in live:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             reply({"ok": True})
         elif op == "status":
-            pid = jobs.pop(request[1], -1)
+            child = job_child.pop(request[1], None)
+            if child is None or child.job != request[1]:
+                reply({"status": None})   # unknown, or the job ended and its child went on
+                continue
             deadline = time.monotonic() + 2.0
-            while pid in live and time.monotonic() < deadline:
+            while child.pid in live and time.monotonic() < deadline:
                 reap()
-                if pid in live:
+                if child.pid in live:
                     time.sleep(0.001)
-            if pid in live:
-                os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-                live.discard(pid)
-                statuses[pid] = status
-            reply({"status": statuses.pop(pid, None)})
+            if child.pid in live:
+                os.kill(child.pid, signal.SIGKILL)
+                _, status = os.waitpid(child.pid, 0)
+                live.discard(child.pid)
+                statuses[child.pid] = status
+            reply({"status": statuses.pop(child.pid, None)})
         elif op == "exit":
             break
         else:
@@ -323,13 +394,14 @@ def serve(ctl: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ctl = socket.socket(fileno=int(argv[0]))
+    jobs_per_child, max_idle = int(argv[1]), int(argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm_up()
     gc.collect()
     gc.freeze()
     ctl.send(json.dumps({"ready": os.getpid()}).encode())
     try:
-        serve(ctl)
+        serve(ctl, jobs_per_child, max_idle)
     except ProtocolError:
         pass
 

@@ -104,3 +104,52 @@ def test_worker_survives_broker_restart_and_registers_again(broker, observer, tm
     assert json.loads(info.payload)["id"] == "wk"
     assert record["state"] == "online"
     assert stats["connects"] >= 2 and stats["disconnects"] >= 1
+
+
+def test_broadcast_ping_answers_are_spread_over_the_requested_window(broker, observer, tmp_path):
+    """A thousand answers to one broadcast must not reach the server in the same instant."""
+    async def scenario():
+        nodes = [daemon(f"n{i:02d}", broker.url, tmp_path / f"n{i:02d}", plugins={"ping": {}}) for i in range(20)]
+        for node in nodes:
+            await node.start()
+        try:
+            for node in nodes:  # online once subscribed
+                await asyncio.to_thread(observer.wait_for, f"picluster/nodes/{node.id}/status", "online")
+
+            def answers(seq):
+                found = [json.loads(m.payload) for m in observer.messages
+                         if m.topic.endswith("/reply/ping") and json.loads(m.payload)["seq"] == seq]
+                return found if len(found) == len(nodes) else None
+            await asyncio.to_thread(observer.publish, "picluster/broadcast/ping", json.dumps({"seq": 1, "spread": 1.0}))
+            spread = await wait_until(lambda: answers(1), timeout=10, what="20 answers to the spread ping")
+            await asyncio.to_thread(observer.publish, "picluster/broadcast/ping", json.dumps({"seq": 2}))
+            at_once = await wait_until(lambda: answers(2), timeout=10, what="20 answers to a plain ping")
+            await asyncio.to_thread(observer.publish, "picluster/broadcast/ping",
+                                    json.dumps({"seq": 3, "spread": 3600}))
+            await asyncio.to_thread(observer.publish, "picluster/broadcast/ping", json.dumps({"seq": 4}))
+            still_answering = await wait_until(lambda: answers(4), timeout=10, what="answers after a bad ping")
+            refused = answers(3)
+        finally:
+            for node in nodes:
+                await node.shutdown()
+        return spread, at_once, still_answering, refused
+
+    spread, at_once, still_answering, refused = asyncio.run(scenario())
+    delays = [a["delay"] for a in spread]
+    assert all(0 <= d <= 1.0 for d in delays) and len(set(delays)) > 10
+    assert [a["delay"] for a in at_once] == [0] * 20
+    assert refused is None and len(still_answering) == 20      # a spread of an hour is refused, not obeyed
+
+
+def test_the_registry_asks_for_a_spread_within_the_ping_timeout(broker, observer, tmp_path):
+    async def scenario():
+        server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
+            "registry": registry_section(tmp_path, ping_interval=0.5, ping_spread=5)})
+        await server.start()
+        try:
+            return json.loads((await asyncio.to_thread(observer.wait_for, "picluster/broadcast/ping")).payload)
+        finally:
+            await server.shutdown()
+
+    ping = asyncio.run(scenario())
+    assert ping["spread"] == 0.25       # ping_spread 5 is cut to half the ping timeout

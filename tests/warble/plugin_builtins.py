@@ -33,3 +33,32 @@ class Buzzer:
 DOUBLE = Builtin("DOUBLE", 1, 1, "DOUBLE(x): twice x. PRINT(DOUBLE(21))", perform=double, validate=check_number)
 GREET = Builtin("GREET", 0, None, 'GREET(a, ...): a greeting. PRINT(GREET("ada"))', perform=greet)
 BROKEN = Builtin("BROKEN", 0, 0, "BROKEN(): always fails. BROKEN()", perform=broken)
+
+
+# Built-ins that look at the sandbox process itself (they run in the child), for the reuse tests.
+
+def sandbox_pid(args):
+    import os
+    return os.getpid()
+
+
+def cpu_seconds_left(args):
+    """Seconds of CPU this process may still use before RLIMIT_CPU stops it."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return resource.getrlimit(resource.RLIMIT_CPU)[0] - (usage.ru_utime + usage.ru_stime)
+
+
+def memory_mb_left(args):
+    """Megabytes of address space this process may still map before RLIMIT_AS stops it."""
+    import os
+    import resource
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return (resource.getrlimit(resource.RLIMIT_AS)[0] - size) / 2**20
+
+
+PID = Builtin("PID", 0, 0, "PID(): the sandbox's process id. PRINT(PID())", perform=sandbox_pid)
+CPU_LEFT = Builtin("CPU_LEFT", 0, 0, "CPU_LEFT(): CPU seconds left. PRINT(CPU_LEFT())", perform=cpu_seconds_left)
+MEMORY_LEFT = Builtin("MEMORY_LEFT", 0, 0, "MEMORY_LEFT(): MB of memory left. PRINT(MEMORY_LEFT())",
+                      perform=memory_mb_left)

@@ -1,0 +1,117 @@
+"""Sandbox children run several jobs one after the other: per-job limits, clean state, replacement.
+
+The PID, CPU_LEFT and MEMORY_LEFT built-ins (plugin_builtins.py) run inside
+the child and report on its process.
+"""
+import os
+import threading
+import time
+
+import pytest
+
+from plugin_builtins import CPU_LEFT, MEMORY_LEFT, PID
+from pidaemon.warble import Limits, Runner
+
+
+def pid_of_run(runner, source="", **kwargs) -> int:
+    result = runner.run(source + ";PRINT(PID())" if source else "PRINT(PID())", builtins=[PID], **kwargs)
+    return int(result.output[-1])
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_a_child_runs_jobs_per_child_jobs_then_is_replaced():
+    with Runner(jobs_per_child=3) as runner:
+        pids = [pid_of_run(runner) for _ in range(7)]
+    assert pids[0] == pids[1] == pids[2]
+    assert pids[3] == pids[4] == pids[5] != pids[2]
+    assert pids[6] not in pids[:6]
+
+
+def test_back_to_back_jobs_find_the_same_child_free():
+    """The child says it is free before it sends its result, so the next job never waits for a fork."""
+    with Runner(jobs_per_child=1000) as runner:
+        pids = {pid_of_run(runner) for _ in range(200)}
+    assert len(pids) == 1
+
+
+def test_jobs_per_child_1_gives_every_job_a_fresh_process():
+    with Runner(jobs_per_child=1) as runner:
+        pids = [pid_of_run(runner) for _ in range(4)]
+    assert len(set(pids)) == 4
+
+
+@pytest.mark.parametrize("source, limits, status", [
+    ("WHILE(1){}", Limits(max_number_digits=10**10, time_limit=0.5, kill_grace=0.1), "step_limit"),
+    ("x=10^(10^8)", Limits(max_number_digits=10**10, time_limit=0.5, kill_grace=0.1), "timeout"),
+    ('s="a";WHILE(1){s=s+s}', Limits(max_string_length=10**12, memory_mb=64), "memory_limit"),
+])
+def test_a_child_that_did_not_end_with_a_result_is_not_reused(source, limits, status):
+    with Runner(jobs_per_child=100) as runner:
+        before = pid_of_run(runner)
+        assert runner.run(source, limits=limits).status == status
+        after = pid_of_run(runner)
+    if status == "step_limit":       # an ordinary result: the child goes on
+        assert after == before
+    else:
+        assert after != before
+
+
+def test_each_job_gets_its_whole_cpu_allowance_in_a_reused_child():
+    limits = Limits(time_limit=2.0, max_steps=10**9)
+    with Runner(limits, jobs_per_child=100) as runner:
+        first = runner.run("PRINT(PID(), CPU_LEFT())", builtins=[PID, CPU_LEFT])
+        burn = runner.run("t=0;FOR(i=0;i<20000000;i++){t=t+i};PRINT(PID())", builtins=[PID])
+        second = runner.run("PRINT(PID(), CPU_LEFT())", builtins=[PID, CPU_LEFT])
+    pid1, left1 = first.output[0].split()
+    pid2, left2 = second.output[0].split()
+    assert burn.status == "ok" and pid1 == burn.output[0] == pid2
+    # time_limit + 1 s of slack, counted from the start of each job, not of the child
+    assert float(left1) > 2.9 and float(left2) > 2.9
+
+
+def test_each_job_gets_its_whole_memory_allowance_in_a_reused_child():
+    limits = Limits(memory_mb=64, max_string_length=10**8)
+    with Runner(limits, jobs_per_child=100) as runner:
+        first = runner.run("PRINT(PID(), MEMORY_LEFT())", builtins=[PID, MEMORY_LEFT])
+        grow = runner.run('s="a";FOR(i=0;i<24;i++){s=s+s};PRINT(PID())', builtins=[PID])
+        second = runner.run("PRINT(PID(), MEMORY_LEFT())", builtins=[PID, MEMORY_LEFT])
+    pid1, left1 = first.output[0].split()
+    pid2, left2 = second.output[0].split()
+    assert grow.status == "ok" and pid1 == grow.output[0] == pid2
+    assert 60 <= float(left1) <= 64 and 60 <= float(left2) <= 64
+
+
+def test_nothing_of_a_run_carries_over_to_the_next_in_the_same_child():
+    with Runner(jobs_per_child=100) as runner:
+        a = runner.run("SETPRECISION(40);PRINT(1/3);PRINT(PID())", builtins=[PID])
+        b = runner.run("PRINT(1/3);PRINT(PID())", builtins=[PID])
+        draws = [runner.run("PRINT(RANDOM())").output[0] for _ in range(3)]
+    assert a.status == "ok" and a.output[-1] == b.output[-1]       # the same process...
+    assert a.output[0] == "0." + "3" * 40
+    assert b.output[0] == "0.3333333333333333"                     # ...and the default precision again
+    assert len(set(draws)) == 3
+
+
+def test_free_children_are_bounded_by_max_jobs_plus_one_spare():
+    with Runner(max_jobs=3, jobs_per_child=1000) as runner:
+        def work():
+            for _ in range(20):
+                assert runner.run("PRINT(1)").output == ["1"]
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 5
+        while len(children_of(runner.zygote_pid)) > 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 1 <= len(children_of(runner.zygote_pid)) <= 4
+
+
+def test_jobs_per_child_must_be_positive():
+    with pytest.raises(ValueError, match="jobs_per_child"):
+        Runner(jobs_per_child=0)
