@@ -82,6 +82,19 @@ class Client:
             self.all_done.clear()
 
 
+async def watch_stalls(stalls: list, tick: float = 0.01, report_over: float = 0.02) -> None:
+    """Record (time, seconds) whenever this event loop woke up more than `report_over` late."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    while True:
+        await asyncio.sleep(tick)
+        now = loop.time()
+        if now - last - tick > report_over:
+            stalls.append((time.time(), now - last - tick))
+        last = now
+
+
 def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int, jobs_per_child: int) -> None:
     """`--host-workers N`: N simulated workers on one event loop, sharing one sandboxed runner."""
     import asyncio
@@ -110,9 +123,13 @@ def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int, jobs
                                   services={"warble_runner": runner}))
         for worker in workers:
             await worker.start()
+        stalls: list[tuple[float, float]] = []
+        watcher = asyncio.ensure_future(watch_stalls(stalls))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
+        watcher.cancel()
+        print(json.dumps({"stalls": stalls}), flush=True)   # read by main() for its report
         await asyncio.gather(*(w.shutdown() for w in workers))
         await asyncio.to_thread(runner.close)
 
@@ -152,9 +169,10 @@ def main() -> None:
     processes = [start_node_process(write_config(work / "server.yaml", server))]
     if args.sim_workers:
         args.workers = args.sim_workers
-        processes.append(subprocess.Popen([sys.executable, __file__, "--host-workers", str(args.sim_workers),
-                                           "--broker", broker.url, "--slots", str(args.slots),
-                                           "--jobs-per-child", str(args.jobs_per_child)]))
+        host = subprocess.Popen([sys.executable, __file__, "--host-workers", str(args.sim_workers),
+                                 "--broker", broker.url, "--slots", str(args.slots),
+                                 "--jobs-per-child", str(args.jobs_per_child)], stdout=subprocess.PIPE)
+        processes.append(host)
     else:
         for i in range(1, args.workers + 1):
             worker = worker_config(f"worker-{i}", broker.url, slots=args.slots)
@@ -186,10 +204,12 @@ def main() -> None:
         throughput = completed / elapsed
 
         client.reset(args.latency_jobs)
+        latency_window = [time.time(), None]
         for i in range(args.latency_jobs):
             client.submit(f"lat-{i}", f"u{i % 5}")
             time.sleep(1 / args.rate)
         client.all_done.wait(60)
+        latency_window[1] = time.time()
         latencies = sorted((client.done[j] - client.sent[j]) * 1000 for j in client.done)
     finally:
         observer.close()
@@ -199,6 +219,11 @@ def main() -> None:
             process.wait(20)
         broker.stop()
 
+    host_stalls = None
+    if args.sim_workers:
+        lines = host.stdout.read().decode().splitlines()
+        stalls = json.loads(lines[-1])["stalls"] if lines else []
+        host_stalls = [s for t, s in stalls if latency_window[0] <= t <= latency_window[1]]
     with Runner(jobs_per_child=args.jobs_per_child) as runner:
         runner.run("PRINT(1)")
         direct = []
@@ -215,6 +240,9 @@ def main() -> None:
     print(f"throughput: {completed}/{args.jobs} results in {elapsed:.2f} s = {throughput:.0f} Warbles/s "
           f"(goal > 300){'' if finished else '  [INCOMPLETE]'}; not ok: {failed}")
     print(f"latency at {args.rate:g}/s ({len(latencies)} jobs): p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 50)")
+    if host_stalls is not None:
+        print(f"the simulated workers' shared process during the latency run: {len(host_stalls)} event-loop "
+              f"stalls over 20 ms, longest {max(host_stalls, default=0) * 1000:.0f} ms")
     print(f"direct runner, same program: p50 {statistics.median(direct):.1f} ms, "
           f"p99 {direct[int(0.99 * (len(direct) - 1))]:.1f} ms; per-job overhead of the service at p50: "
           f"{p50 - statistics.median(direct):.1f} ms ({p50 / statistics.median(direct):.1f}x the direct run)")

@@ -18,22 +18,29 @@ Children are forked in advance and warmed up, so neither fork nor
 copy-on-write faults sit on a job's path. A child runs up to JOBS_PER_CHILD
 jobs, one at a time, then exits: a fork and its page faults cost about 40
 times the run of a small program, so reusing a child is what lets a Pi run
-hundreds of small programs a second. A child is replaced at once after any
-job that did not end with a result (killed, out of memory, crashed) and when
-its memory has grown by RETIRE_GROWTH_MB. Between jobs nothing of a run stays
-reachable (the runtime keeps no module state) and the child collects its
-garbage. JOBS_PER_CHILD = 1 gives every job a fresh process.
+hundreds of small programs a second. A child is replaced at once after a job
+that did not end with a result (killed, crashed), after one that ran out of
+memory, after one that used SETPRECISION (mpmath keeps process-wide caches
+of constants, and a later job could time them), and when, after collecting
+its garbage and trimming its heap, it is still RETIRE_GROWTH_MB bigger than
+when it was fresh. Nothing else of a run stays reachable: precision, random
+numbers, variables and budgets belong to the run. JOBS_PER_CHILD = 1 gives
+every job a fresh process.
 
 A child closes the control socket at once. When a job arrives it sets its
-limits for that job (RLIMIT_AS: its current size + memory_mb; RLIMIT_CPU:
-the CPU it has used + time_limit; no file writes, no core, no forks, few
-descriptors), compiles and runs the program and talks only to the runner,
-over the job socket (see protocol.py): output lines, effects, SAVE/LOAD round
-trips and a final "done". Just before "done" it tells the zygote, on its own
-socket, that it is free, so the runner's next job always finds it free.
+limits for that job (RLIMIT_AS: its size when fresh + memory_mb, so a reused
+child never gives more than a fresh one; RLIMIT_CPU: the CPU it has used +
+time_limit; no file writes, no core, no forks, few descriptors), compiles
+and runs the program and talks only to the runner, over the job socket (see
+protocol.py): output lines, effects, SAVE/LOAD round trips and a final
+"done". Just before "done" it lifts the job's limits and tells the zygote, on
+its own socket, that it is free, so the runner's next job always finds it
+free. A child the zygote kills is forgotten at once: a "free" it sent just
+before is never read.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import math
@@ -58,7 +65,7 @@ from .runtime import Run
 EXIT_MEMORY = 3
 EXIT_CRASH = 4
 MB = 1024 * 1024
-RETIRE_GROWTH_MB = 32      # a child whose address space grew this much is replaced
+RETIRE_GROWTH_MB = 8       # a child still this much bigger than when fresh, after a job, is replaced
 FREE = b"free"             # child -> zygote: ready for the next job
 
 
@@ -104,6 +111,12 @@ class ChildRun(Run):
         self._request({"t": "set", "k": name, "v": encode_value(value, self.digits)})
 
 
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim   # glibc; elsewhere jobs just retire sooner
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
 def _vm_size() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -126,14 +139,14 @@ def _set_limit(which: int, soft: int, hard: int | None) -> None:
     resource.setrlimit(which, (soft, current_hard if hard is None else hard))
 
 
-def _limit_resources(limits: Limits, last_job: bool) -> None:
-    """This job's limits, counted from where the child stands now.
+def _limit_resources(limits: Limits, base_size: int, last_job: bool) -> None:
+    """This job's limits: memory counted from the fresh child's size, CPU from what it has used.
 
     A child that will run more jobs keeps its hard limits for memory and CPU
     where they were, so that the next job can have its own allowance; on its
     last job they become final.
     """
-    memory = _vm_size() + limits.memory_mb * MB
+    memory = base_size + limits.memory_mb * MB
     _set_limit(resource.RLIMIT_AS, memory, memory if last_job else None)
     cpu = int(math.ceil(_cpu_seconds() + limits.time_limit)) + 1
     _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1 if last_job else None)
@@ -142,6 +155,19 @@ def _limit_resources(limits: Limits, last_job: bool) -> None:
             resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError, AttributeError):
             pass
+
+
+def _trim_heap() -> None:
+    """Give the memory a job freed back to the system (glibc keeps it mapped otherwise)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _lift_job_limits() -> None:
+    """Between jobs no program runs: memory and CPU go back to the hard limits until the next job."""
+    for which in (resource.RLIMIT_AS, resource.RLIMIT_CPU):
+        _, hard = resource.getrlimit(which)
+        resource.setrlimit(which, (hard, hard))
 
 
 def child_main(sock: socket.socket, devnull: int, jobs_per_child: int) -> None:
@@ -162,14 +188,19 @@ def child_main(sock: socket.socket, devnull: int, jobs_per_child: int) -> None:
             with socket.socket(fileno=fds[0]) as job_sock:
                 channel = Channel(job_sock)
                 try:
-                    result = run_job(channel, pickle.loads(data), last_job)
+                    result, used_precision = run_job(channel, pickle.loads(data), start_size, last_job)
                 except MemoryError:
                     code = EXIT_MEMORY
                     err = MemoryLimitExceeded("out of memory")
                     channel.send({"t": "done", "r": Result("memory_limit", [], err.info()).to_dict()})
                     break
-                go_on = not last_job and _vm_size() - start_size < RETIRE_GROWTH_MB * MB
+                go_on = not last_job and result["status"] != "memory_limit" and not used_precision
                 if go_on:
+                    gc.collect()          # only what this child made: the zygote's heap is frozen
+                    _trim_heap()
+                    go_on = _vm_size() - start_size < RETIRE_GROWTH_MB * MB
+                if go_on:
+                    _lift_job_limits()    # or the wait for the next job could fail under this one's
                     sock.send(FREE)       # before "done": the runner's next job will find us free
                 try:
                     channel.send({"t": "done", "r": result})
@@ -179,24 +210,23 @@ def child_main(sock: socket.socket, devnull: int, jobs_per_child: int) -> None:
             if not go_on:
                 code = 0
                 break
-            gc.collect()                  # only what this child made: the zygote's heap is frozen
     finally:
         os._exit(code)
 
 
-def run_job(channel: Channel, job: dict, last_job: bool) -> dict:
-    """Compile and run one job under its limits; the result as a dict."""
+def run_job(channel: Channel, job: dict, base_size: int, last_job: bool) -> tuple[dict, bool]:
+    """Compile and run one job under its limits: (the result as a dict, whether it used SETPRECISION)."""
     limits: Limits = job["limits"]
-    _limit_resources(limits, last_job)
+    _limit_resources(limits, base_size, last_job)
     builtins: list[Builtin] = job["builtins"]
     try:
         program = compile_program(job["source"], limits=limits, builtins=builtins)
     except WarbleError as exc:
-        return Result("error", [], exc.info(), 0, 0.0).to_dict()
+        return Result("error", [], exc.info(), 0, 0.0).to_dict(), False
     rt = ChildRun(channel, limits=limits, user=job["user"], store=None, effects=None,
                   extras=program.environment_builtins(_NoEffects, limits), seed=job.get("seed"),
                   decimal_texts=program.compiled.decimal_texts)
-    return execute(program, rt).to_dict()
+    return execute(program, rt).to_dict(), rt.ctx is not None
 
 
 class _NoEffects:
@@ -234,9 +264,10 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     statuses: "OrderedDict[int, int]" = OrderedDict()   # pid -> wait status, for "status"
     live: set[int] = set()                               # pids not yet reaped
-    children: dict[int, _Child] = {}                     # socket fd -> child with an open socket
+    children: dict[int, _Child] = {}                     # socket fd -> child we still talk to
     idle: list[_Child] = []                              # free children, the most recent last
-    job_child: "OrderedDict[object, _Child]" = OrderedDict()
+    busy: dict[object, _Child] = {}                      # job id -> the child running it
+    ended: "OrderedDict[object, int]" = OrderedDict()    # job id -> pid of the child that ended on it
     poller = select.poll()  # not select(): descriptors may be past 1023
     events = select.POLLIN | select.POLLHUP | select.POLLERR
     poller.register(ctl, events)
@@ -279,13 +310,23 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
         return child
 
     def drop(child: _Child) -> None:
-        """Forget a child's socket (closing it retires a free child); its pid stays until reaped."""
+        """Stop talking to a child: it ended, is being killed, or (closing its socket) retires.
+
+        Whatever it sends afterwards, a "free" included, is never read; the job
+        it held is remembered for a "status" request until its pid is reaped.
+        """
         fd = child.sock.fileno()
         if children.pop(fd, None) is not None:
             poller.unregister(fd)
         child.sock.close()
         if child in idle:
             idle.remove(child)
+        if child.job is not None:
+            busy.pop(child.job, None)
+            ended[child.job] = child.pid
+            while len(ended) > 1000:
+                ended.popitem(last=False)
+            child.job = None
 
     def on_child_message(child: _Child) -> None:
         try:
@@ -295,6 +336,7 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
         if not data:
             drop(child)               # it ended
         elif data == FREE and child.job is not None:
+            busy.pop(child.job, None)
             child.job = None
             idle.append(child)
             while len(idle) > max_idle:
@@ -313,11 +355,23 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
                 drop(child)
                 continue
             child.job = job_id
-            job_child[job_id] = child
-            while len(job_child) > 1000:
-                job_child.popitem(last=False)
+            busy[job_id] = child
             return
         raise OSError("no child could take the job")
+
+    def wait_for_end(pid: int) -> int | None:
+        """The wait status of a child that is ending (SIGKILL after 2 s if it does not)."""
+        deadline = time.monotonic() + 2.0
+        while pid in live and time.monotonic() < deadline:
+            reap()
+            if pid in live:
+                time.sleep(0.001)
+        if pid in live:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            live.discard(pid)
+            statuses[pid] = status
+        return statuses.pop(pid, None)
 
     idle.append(fork_child())
     while True:
@@ -356,30 +410,20 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
                 finally:
                     os.close(fds[0])
         elif op == "kill":
-            child = job_child.get(request[1])
-            reap()
-            if child is not None and child.job == request[1] and child.pid in live:
+            child = busy.get(request[1])
+            if child is not None:   # still on this job: a job it finished ("free") is never killed
                 try:
                     os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                drop(child)
             reply({"ok": True})
         elif op == "status":
-            child = job_child.pop(request[1], None)
-            if child is None or child.job != request[1]:
-                reply({"status": None})   # unknown, or the job ended and its child went on
-                continue
-            deadline = time.monotonic() + 2.0
-            while child.pid in live and time.monotonic() < deadline:
-                reap()
-                if child.pid in live:
-                    time.sleep(0.001)
-            if child.pid in live:
-                os.kill(child.pid, signal.SIGKILL)
-                _, status = os.waitpid(child.pid, 0)
-                live.discard(child.pid)
-                statuses[child.pid] = status
-            reply({"status": statuses.pop(child.pid, None)})
+            child = busy.get(request[1])
+            if child is not None:   # it closed the job socket but its end is not read yet
+                drop(child)
+            pid = ended.pop(request[1], None)
+            reply({"status": None if pid is None else wait_for_end(pid)})
         elif op == "exit":
             break
         else:
