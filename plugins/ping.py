@@ -24,6 +24,7 @@ from pidaemon.schema import Integer, Section
 
 
 MAX_SPREAD = 30.0
+MAX_DELAYED = 100   # answers waiting at once; beyond that (a ping flood) answers go out at once
 
 
 def requested_spread(request: dict, topic: str) -> float:
@@ -42,6 +43,7 @@ class PingPlugin:
         self.node = node
         self.qos = config["qos"]
         self.answered = 0
+        self._delayed: dict[object, asyncio.TimerHandle] = {}   # answers waiting for their moment
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
@@ -53,11 +55,22 @@ class PingPlugin:
         if not isinstance(request, dict):
             raise PayloadError(f"{message.topic}: expected a JSON object, got {type(request).__name__}")
         spread = requested_spread(request, message.topic)
-        delay = random.uniform(0, spread) if spread else 0.0
-        if delay:
-            asyncio.get_running_loop().call_later(delay, self._answer, node, message, request, delay)
-        else:
-            self._answer(node, message, request, delay)
+        if not spread or len(self._delayed) >= MAX_DELAYED:
+            self._answer(node, message, request, 0.0)
+            return
+        delay, token = random.uniform(0, spread), object()
+        self._delayed[token] = asyncio.get_running_loop().call_later(
+            delay, self._answer_later, token, node, message, request, delay)
+
+    @hookimpl
+    def pidaemon_shutdown(self, node):
+        for handle in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
+
+    def _answer_later(self, token: object, node, message: Message, request: dict, delay: float) -> None:
+        del self._delayed[token]
+        self._answer(node, message, request, delay)
 
     def _answer(self, node, message: Message, request: dict, delay: float) -> None:
         answer = {"node": node.id, "seq": request.get("seq"), "time": time.time(), "delay": round(delay, 4)}

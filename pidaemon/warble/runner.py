@@ -8,10 +8,10 @@ adds a process boundary. A warm zygote process (zygote.py), started once,
 forks the sandbox children; the caller's process is never forked (it may be
 an asyncio daemon with threads and sockets). A child runs each job under
 RLIMIT_AS and RLIMIT_CPU and is killed at the deadline (time_limit +
-kill_grace). A child runs up to `jobs_per_child` jobs one after the other
-and is replaced after any job that did not end with a result;
-`jobs_per_child=1` gives every job a fresh process, at about ten times the
-CPU cost of a small program.
+kill_grace). A child runs up to `jobs_per_child` jobs one after the other,
+and is replaced sooner after a job that could leave something behind
+(zygote.py says which); `jobs_per_child=1` gives every job a fresh process,
+at about ten times the CPU cost of a small program.
 
 The caller's process keeps everything that touches the world: effect
 built-ins are validated in the child, sent back as `(name, args)` as they

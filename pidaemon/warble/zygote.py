@@ -196,11 +196,11 @@ def child_main(sock: socket.socket, devnull: int, jobs_per_child: int) -> None:
                     break
                 go_on = not last_job and result["status"] != "memory_limit" and not used_precision
                 if go_on:
+                    _lift_job_limits()    # the job is over: tidying up and waiting must not fail under its limits
                     gc.collect()          # only what this child made: the zygote's heap is frozen
                     _trim_heap()
                     go_on = _vm_size() - start_size < RETIRE_GROWTH_MB * MB
                 if go_on:
-                    _lift_job_limits()    # or the wait for the next job could fail under this one's
                     sock.send(FREE)       # before "done": the runner's next job will find us free
                 try:
                     channel.send({"t": "done", "r": result})

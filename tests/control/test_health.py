@@ -153,3 +153,30 @@ def test_the_registry_asks_for_a_spread_within_the_ping_timeout(broker, observer
 
     ping = asyncio.run(scenario())
     assert ping["spread"] == 0.25       # ping_spread 5 is cut to half the ping timeout
+
+
+def test_a_flood_of_spread_pings_does_not_pile_up_waiting_answers(broker, observer, tmp_path):
+    from pidaemon_plugins.ping import MAX_DELAYED
+    pings = MAX_DELAYED + 50
+
+    async def scenario():
+        node = daemon("n1", broker.url, tmp_path / "n1", plugins={"ping": {}})
+        await node.start()
+        await asyncio.to_thread(observer.wait_for, "picluster/nodes/n1/status", "online")
+        ping = node.plugin("ping")
+        answers = lambda: [json.loads(m.payload) for m in observer.messages  # noqa: E731
+                           if m.topic == "picluster/nodes/n1/reply/ping"]
+        try:
+            for seq in range(pings):
+                await asyncio.to_thread(observer.publish, "picluster/nodes/n1/cmd/ping",
+                                        json.dumps({"seq": seq, "spread": 30}))
+            # every ping is either answered or waiting for its moment
+            await wait_until(lambda: len(answers()) + len(ping._delayed) == pings, timeout=10, what="all pings taken")
+            waiting, answered = len(ping._delayed), answers()
+        finally:
+            await node.shutdown()
+        return waiting, answered, len(ping._delayed)
+
+    waiting, answered, after_shutdown = asyncio.run(scenario())
+    assert waiting <= MAX_DELAYED and after_shutdown == 0
+    assert any(a["delay"] == 0 for a in answered)       # over the cap: answered at once

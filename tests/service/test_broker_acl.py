@@ -38,20 +38,20 @@ def acl_broker(tmp_path):
     broker.stop()
 
 
-def role_daemon(node_id, broker, user, tmp_path, **kw):
+def role_daemon(node_id, broker, user, **kw):
     return make_daemon(node_id, broker.url, username=user, password=PASSWORDS[user], **kw)
 
 
 def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
     async def scenario():
-        server = role_daemon("server", acl_broker, "server", tmp_path, role="server",
+        server = role_daemon("server", acl_broker, "server", role="server",
                              plugins=server_plugins(tmp_path), session_expiry=600)
         server.config["node"]["state_dir"] = str(tmp_path)
-        workers = [role_daemon(f"worker-{i}", acl_broker, "worker", tmp_path, plugins=worker_plugins(1))
+        workers = [role_daemon(f"worker-{i}", acl_broker, "worker", plugins=worker_plugins(1))
                    for i in (1, 2)]
-        lamp = role_daemon("lamp", acl_broker, "lights", tmp_path, role="lights",
+        lamp = role_daemon("lamp", acl_broker, "lights", role="lights",
                            plugins={"ping": {}, "lights": {"pixels": 4, "state_interval": 0}})
-        speaker = role_daemon("speaker", acl_broker, "audio", tmp_path, role="audio",
+        speaker = role_daemon("speaker", acl_broker, "audio", role="audio",
                               plugins={"ping": {}, "sound": {}})
         nodes = [server, *workers, lamp, speaker]
         for node in nodes:
@@ -72,7 +72,8 @@ def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
                 ("picluster/lights/set", {"index": 1, "r": 9, "g": 9, "b": 9}),  # drive the lamp
                 ("picluster/sound/play", {"name": "bell"}),
                 ("picluster/warble/store", {"op": "save", "user": "ada", "name": "k", "value": ["int", "1"],
-                                            "correlation": "c", "reply_to": "picluster/nodes/worker-1/reply/warble_store"}),
+                                            "correlation": "c",
+                                            "reply_to": "picluster/nodes/worker-1/reply/warble_store"}),
                 ("picluster/warble/results/fake", {"id": "fake", "status": "ok", "output": ["pwned"]}),
                 ("picluster/registry", "{}"),
             ]
@@ -106,7 +107,7 @@ def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
                 "worker_1": registry.record("worker-1")["state"],
                 "stored": server.plugin("warble_server").store.get("ada", "k"),
                 "fake_seen": any(m.topic.endswith("results/fake") for m in watcher.messages),
-                "sound_requests": [json.loads(m.payload) for m in watcher.messages
+                "sounds_played": [json.loads(m.payload) for m in watcher.messages
                                    if m.topic == "picluster/sound/played"],
                 "cmd_seen_by_public": any("/cmd/" in m.topic for m in watcher.messages),
             }
@@ -119,7 +120,7 @@ def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
 
     seen = asyncio.run(scenario())
     assert seen["result"]["status"] == "ok" and seen["result"]["output"] == ["1"]
-    assert seen["played"]["name"] == "beep" and [s["name"] for s in seen["sound_requests"]] == ["beep"]
+    assert seen["played"]["name"] == "beep" and [s["name"] for s in seen["sounds_played"]] == ["beep"]
     assert seen["pixels"][0] == (255, 0, 0) and seen["lamp_changes"] == 1
     assert seen["jobs_run"] == 1                     # neither sneaky job ran
     assert seen["worker_1"] == "online"              # the spoofed "offline" never arrived
