@@ -83,9 +83,24 @@ def encode_payload(payload: Any) -> bytes:
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic matching, for routing each message to its plugins.
+
+    Not paho's topic_matches_sub: that builds a matcher tree per call, and a
+    process hosting a thousand simulated nodes routes every message this way.
+    """
     if topic_filter.startswith("$share/"):
         topic_filter = topic_filter.split("/", 2)[2]
-    return mqtt.topic_matches_sub(topic_filter, topic)
+    if topic_filter == topic:
+        return True
+    filter_levels, topic_levels = topic_filter.split("/"), topic.split("/")
+    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
+        return False          # wildcards do not match $SYS and other $ topics at the first level
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True       # also matches the parent: "a/#" matches "a"
+        if i >= len(topic_levels) or (level != "+" and level != topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)
 
 
 def full_jitter_delay(attempt: int, min_delay: float, max_delay: float, rng: random.Random) -> float:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 import statistics
 
+import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pidaemon.bus import Message, PayloadError, encode_payload, full_jitter_delay, topic_matches
 
@@ -51,6 +54,19 @@ def test_encode_payload(payload, encoded):
 ])
 def test_topic_matches(topic_filter, topic, matches):
     assert topic_matches(topic_filter, topic) is matches
+
+
+LEVELS = st.sampled_from(["a", "b", "pi-1", "", "$SYS", "+", "#"])
+
+
+@given(st.lists(LEVELS, min_size=1, max_size=5), st.lists(LEVELS, min_size=1, max_size=5))
+@settings(max_examples=3000, deadline=None)
+def test_topic_matches_agrees_with_paho(filter_levels, topic_levels):
+    """The fast matcher against paho's reference, on valid filters and topics."""
+    topic_filter, topic = "/".join(filter_levels), "/".join(topic_levels)
+    if "#" in filter_levels[:-1] or any(level in ("+", "#") for level in topic_levels):
+        return                 # not a valid filter (# only last) or not a valid topic (no wildcards)
+    assert topic_matches(topic_filter, topic) is mqtt.topic_matches_sub(topic_filter, topic)
 
 
 def test_payload_errors_name_the_topic_and_the_place():
