@@ -139,7 +139,9 @@ class JobQueue:
 
         At most `max_rejected_kept` such records are kept, the newest: user
         names are not authenticated, so no per-user limit can stop a flood of
-        bad submissions from filling the disk.
+        bad submissions from filling the disk. A flood also pushes out older
+        rejections, and with them the memory that a feed post was refused:
+        the same post, delivered again later, is then judged afresh.
         """
         now = self.clock()
         job = Job(id=job_id or uuid.uuid4().hex[:16], user=user, source=source, state=REJECTED, submitted=now,
@@ -150,7 +152,7 @@ class JobQueue:
             (job.id, user, source, REJECTED, now, now, json.dumps(result), reply_topic, correlation, post_id))
         self._rejected_kept += cursor.rowcount
         if self._rejected_kept > self.limits.max_rejected_kept:
-            keep = self.limits.max_rejected_kept * 9 // 10   # delete in batches, not one row per rejection
+            keep = max(1, self.limits.max_rejected_kept * 9 // 10)   # in batches, not a row per rejection
             self.db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?"
                             " ORDER BY updated DESC LIMIT -1 OFFSET ?)", (REJECTED, keep))
             (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",

@@ -5,9 +5,9 @@ with an optional JSON object payload, e.g. `{"seq": 7}`.  The answer goes to the
 MQTT v5 response topic when the ping carries one, else to
 `<prefix>/nodes/<id>/reply/ping`, as `{"node": id, "seq": 7, "time": ..., "delay": ...}`.
 
-A ping may ask for `"spread": s` (seconds, at most MAX_SPREAD): the node then
-answers after a random delay of up to s, and says how long it waited in
-`delay`. A broadcast ping to a thousand nodes otherwise brings a thousand
+A ping may ask for `"spread": s` (seconds; more than MAX_SPREAD counts as
+MAX_SPREAD): the node then answers after a random delay of up to s, and says
+how long it waited in `delay`. A broadcast ping to a thousand nodes otherwise brings a thousand
 answers to the server in the same few milliseconds, and whatever the server
 was doing (dispatching Warble jobs) waits behind them.
 """
@@ -29,9 +29,9 @@ MAX_DELAYED = 100   # answers waiting at once; beyond that (a ping flood) answer
 
 def requested_spread(request: dict, topic: str) -> float:
     spread = request.get("spread", 0)
-    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread <= MAX_SPREAD:
-        raise PayloadError(f"{topic}: spread must be a number of seconds from 0 to {MAX_SPREAD:g}, got {spread!r}")
-    return float(spread)
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
+        raise PayloadError(f"{topic}: spread must be a number of seconds, 0 or more, got {spread!r}")
+    return min(float(spread), MAX_SPREAD)
 
 
 class PingPlugin:

@@ -38,6 +38,8 @@ from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Boolean, Integer, Number, Section, String
 from pidaemon.telemetry_summary import summarize_telemetry
 
+from .ping import MAX_SPREAD
+
 REGISTRY_SCHEMA_VERSION = 1
 STATES = ("online", "unhealthy", "offline", "unknown")
 INFO_FIELDS = ("role", "hostname", "ip", "mac", "os", "machine", "version", "cpu_count", "memory_total")
@@ -89,7 +91,7 @@ class RegistryPlugin:
         "ping_spread": Number(min=0, default=None,
                               doc="nodes answer after a random delay of up to this many seconds, so that "
                                   "their answers do not all arrive at once; default: ping_timeout / 5, "
-                                  "at most 1 s; never more than ping_timeout / 2"),
+                                  "at most 1 s; never more than ping_timeout / 2 nor 30 s"),
         "publish_delay": Number(min=0, default=1, doc="seconds changes are gathered before the registry is published"),
         "refresh_interval": Number(min=0.1, default=10,
                                    doc="seconds between publications for telemetry summaries and last_seen alone"),
@@ -107,7 +109,8 @@ class RegistryPlugin:
         self.ping_timeout = min(config["ping_timeout"] or self.ping_interval, self.ping_interval)
         self.missed_pings = config["missed_pings"]
         spread = config["ping_spread"]
-        self.ping_spread = min(min(1.0, self.ping_timeout / 5) if spread is None else spread, self.ping_timeout / 2)
+        self.ping_spread = min(min(1.0, self.ping_timeout / 5) if spread is None else spread,
+                               self.ping_timeout / 2, MAX_SPREAD)
         self.publish_delay = config["publish_delay"]
         self.refresh_interval = config["refresh_interval"]
         self.health_topics = config["health_topics"]

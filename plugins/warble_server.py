@@ -61,7 +61,7 @@ class WarbleServer:
         "max_source_length": Integer(min=1, default=280, doc="characters of a program"),
         "max_submission_length": Integer(min=1, default=4096,
                                          doc="characters of a submission (a post around its #pi{...}) read at all"),
-        "max_rejected_kept": Integer(min=1, default=10_000,
+        "max_rejected_kept": Integer(min=10, default=10_000,
                                      doc="records of refused submissions kept, the newest; a flood of bad "
                                          "submissions cannot fill the disk"),
         "keep_results": Number(min=60, default=30 * 86400,

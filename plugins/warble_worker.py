@@ -77,7 +77,7 @@ class WarbleWorker:
         "max_store_reads": Integer(min=1, default=1000, doc="LOADs per run (each asks the server)"),
         "jobs_per_child": Integer(min=1, default=100,
                                   doc="programs one sandbox process runs before it is replaced; "
-                                      "1 = a fresh process for every program (about 10x the CPU per small program)"),
+                                      "1 = a fresh process for every program (several times the CPU per program)"),
         "limits": Checked(limits_from_config, default=None, expected="a mapping of Warble limits"),
     })
 

@@ -143,7 +143,7 @@ def test_no_broker_and_no_discovery_is_a_clear_error(tmp_path):
 def test_plugins_command_lists_builtins_with_version_and_hooks():
     out = subprocess.run([sys.executable, "-m", "pidaemon", "plugins"], capture_output=True, text=True, check=True).stdout
     ping_line = next(line for line in out.splitlines() if line.startswith("ping "))
-    assert "pidaemon" in ping_line and "message, subscriptions" in ping_line
+    assert "pidaemon" in ping_line and "message, shutdown, subscriptions" in ping_line
     from pidaemon import __version__
     assert __version__ in ping_line
 

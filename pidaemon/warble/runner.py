@@ -11,7 +11,7 @@ RLIMIT_AS and RLIMIT_CPU and is killed at the deadline (time_limit +
 kill_grace). A child runs up to `jobs_per_child` jobs one after the other,
 and is replaced sooner after a job that could leave something behind
 (zygote.py says which); `jobs_per_child=1` gives every job a fresh process,
-at about ten times the CPU cost of a small program.
+at about 4.7 ms of CPU per small program instead of about 0.5 ms.
 
 The caller's process keeps everything that touches the world: effect
 built-ins are validated in the child, sent back as `(name, args)` as they

@@ -6,6 +6,8 @@ import asyncio
 import json
 import signal
 
+import pytest
+
 from tests.control.helpers import (announce_section, config_mapping, daemon, discovery_section, free_udp_port,
                                    latest_json, registry_section, wait_until)
 from tests.control.test_registration import stop_all
@@ -125,7 +127,7 @@ def test_broadcast_ping_answers_are_spread_over_the_requested_window(broker, obs
             await asyncio.to_thread(observer.publish, "picluster/broadcast/ping", json.dumps({"seq": 2}))
             at_once = await wait_until(lambda: answers(2), timeout=10, what="20 answers to a plain ping")
             await asyncio.to_thread(observer.publish, "picluster/broadcast/ping",
-                                    json.dumps({"seq": 3, "spread": 3600}))
+                                    json.dumps({"seq": 3, "spread": -1}))
             await asyncio.to_thread(observer.publish, "picluster/broadcast/ping", json.dumps({"seq": 4}))
             still_answering = await wait_until(lambda: answers(4), timeout=10, what="answers after a bad ping")
             refused = answers(3)
@@ -137,22 +139,36 @@ def test_broadcast_ping_answers_are_spread_over_the_requested_window(broker, obs
     spread, at_once, still_answering, refused = asyncio.run(scenario())
     delays = [a["delay"] for a in spread]
     assert all(0 <= d <= 1.0 for d in delays) and len(set(delays)) > 10
+    # the answers really left at different times (20 draws from 0..1 s spanning under 0.3 s: p < 1e-9)
+    assert max(a["time"] for a in spread) - min(a["time"] for a in spread) > 0.3
     assert [a["delay"] for a in at_once] == [0] * 20
-    assert refused is None and len(still_answering) == 20      # a spread of an hour is refused, not obeyed
+    assert refused is None and len(still_answering) == 20      # a negative spread is refused
 
 
-def test_the_registry_asks_for_a_spread_within_the_ping_timeout(broker, observer, tmp_path):
+@pytest.mark.parametrize("interval, spread, asked", [
+    (0.5, 5, 0.25),      # cut to half the ping timeout
+    (120, 40, 30.0),     # cut to what a node grants (MAX_SPREAD)
+    (5, None, 1.0),      # default: a fifth of the timeout, at most 1 s
+])
+def test_the_registry_asks_for_a_spread_that_nodes_grant_within_the_timeout(tmp_path, interval, spread, asked):
+    from pidaemon_plugins.registry import RegistryPlugin
+
+    server = daemon("server", None, tmp_path / "server", role="server", plugins={
+        "registry": registry_section(tmp_path, ping_interval=interval, ping_spread=spread)})
+    assert RegistryPlugin(server, server.config["plugins"]["registry"]).ping_spread == asked
+
+
+def test_the_registry_puts_the_spread_in_its_ping(broker, observer, tmp_path):
     async def scenario():
         server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
-            "registry": registry_section(tmp_path, ping_interval=0.5, ping_spread=5)})
+            "registry": registry_section(tmp_path, ping_interval=0.5, ping_spread=0.2)})
         await server.start()
         try:
             return json.loads((await asyncio.to_thread(observer.wait_for, "picluster/broadcast/ping")).payload)
         finally:
             await server.shutdown()
 
-    ping = asyncio.run(scenario())
-    assert ping["spread"] == 0.25       # ping_spread 5 is cut to half the ping timeout
+    assert asyncio.run(scenario())["spread"] == 0.2
 
 
 def test_a_flood_of_spread_pings_does_not_pile_up_waiting_answers(broker, observer, tmp_path):

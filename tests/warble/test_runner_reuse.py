@@ -50,7 +50,7 @@ def test_jobs_per_child_1_gives_every_job_a_fresh_process():
     ("x=10^(10^8)", Limits(max_number_digits=10**10, time_limit=0.5, kill_grace=0.1), "timeout"),
     ('s="a";WHILE(1){s=s+s}', Limits(max_string_length=10**12, memory_mb=64), "memory_limit"),
 ])
-def test_a_child_that_did_not_end_with_a_result_is_not_reused(source, limits, status):
+def test_a_child_is_reused_only_after_a_job_that_ended_with_its_own_result(source, limits, status):
     with Runner(jobs_per_child=100) as runner:
         before = pid_of_run(runner)
         assert runner.run(source, limits=limits).status == status
@@ -125,7 +125,8 @@ def test_a_child_that_ran_setprecision_is_replaced():
     assert after.output[0] == "0.3333333333333333" and int(after.output[1]) != before
 
 
-def test_free_children_are_bounded_by_max_jobs_plus_one_spare():
+def test_children_zombies_included_stay_within_max_jobs_plus_one_spare():
+    """Concurrent jobs never fork extra children, and ended ones are reaped."""
     with Runner(max_jobs=3, jobs_per_child=1000) as runner:
         def work():
             for _ in range(20):
