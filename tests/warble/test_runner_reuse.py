@@ -4,6 +4,7 @@ The PID, CPU_LEFT and MEMORY_LEFT built-ins (plugin_builtins.py) run inside
 the child and report on its process.
 """
 import os
+import signal
 import threading
 import time
 
@@ -145,3 +146,15 @@ def test_children_zombies_included_stay_within_max_jobs_plus_one_spare():
 def test_jobs_per_child_must_be_positive():
     with pytest.raises(ValueError, match="jobs_per_child"):
         Runner(jobs_per_child=0)
+
+
+def test_a_program_keeps_its_result_when_the_zygote_dies_while_it_runs():
+    """The child cannot tell a dead zygote it is free: it still delivers its result, then ends."""
+    with Runner(jobs_per_child=100) as runner:
+        killer = threading.Timer(0.3, os.kill, (runner.zygote_pid, signal.SIGKILL))
+        killer.start()
+        result = runner.run("SLEEP(1);PRINT(1)")
+        killer.join()
+        after = runner.run("PRINT(2)")        # a new zygote
+    assert (result.status, result.output) == ("ok", ["1"])
+    assert after.output == ["2"]
