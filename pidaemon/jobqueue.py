@@ -106,7 +106,7 @@ class JobQueue:
         self.db.executescript(SCHEMA)
         self._buckets: dict[str, _Bucket] = {}
         self._last_served: dict[str, float] = {}
-        (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (REJECTED,)).fetchone()
+        self._rejected_kept = self._count_rejected()
 
     def close(self) -> None:
         self.db.close()
@@ -155,9 +155,11 @@ class JobQueue:
             keep = max(1, self.limits.max_rejected_kept * 9 // 10)   # in batches, not a row per rejection
             self.db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?"
                             " ORDER BY updated DESC LIMIT -1 OFFSET ?)", (REJECTED, keep))
-            (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
-                                                     (REJECTED,)).fetchone()
+            self._rejected_kept = self._count_rejected()
         return job
+
+    def _count_rejected(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (REJECTED,)).fetchone()[0]
 
     def find(self, *, job_id: str | None = None, post_id: str | None = None) -> Job | None:
         """The job submitted with this id or post id, if any."""
@@ -269,8 +271,7 @@ class JobQueue:
         cursor = self.db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND updated < ?",
                                  (*FINAL_STATES, self.clock() - older_than))
         if cursor.rowcount:
-            (self._rejected_kept,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?",
-                                                     (REJECTED,)).fetchone()
+            self._rejected_kept = self._count_rejected()
         return cursor.rowcount
 
     def _requeue(self, job: Job, reason: str) -> Job:

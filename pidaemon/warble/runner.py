@@ -110,7 +110,7 @@ class Runner:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-P", "-m", "pidaemon.warble.zygote", str(theirs.fileno()),
-                 str(self.jobs_per_child), str(self.max_jobs + 1)],   # free children kept: one spare
+                 str(self.jobs_per_child)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, start_new_session=True, close_fds=True)
         finally:

@@ -1,7 +1,7 @@
 """The warm "zygote" process of the runner, and its sandbox children.
 
 The runner starts this module once (`python -m pidaemon.warble.zygote FD
-JOBS_PER_CHILD MAX_IDLE`). It imports Warble, warms it up, freezes its heap
+JOBS_PER_CHILD`). It imports Warble, warms it up, freezes its heap
 for cheap copy-on-write and then waits on its control socket (FD,
 SOCK_SEQPACKET) for requests:
 
@@ -263,7 +263,7 @@ class _Child:
         self.pid, self.sock, self.job = pid, sock, None
 
 
-def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
+def serve(ctl: socket.socket, jobs_per_child: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     statuses: "OrderedDict[int, int]" = OrderedDict()   # pid -> wait status, for "status"
     live: set[int] = set()                               # pids not yet reaped
@@ -341,9 +341,7 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
         elif data == FREE and child.job is not None:
             busy.pop(child.job, None)
             child.job = None
-            idle.append(child)
-            while len(idle) > max_idle:   # defensive: "free" before "done" keeps the pool at max_jobs + 1
-                drop(idle[0])
+            idle.append(child)    # "free" comes before "done": the pool stays at the runner's max_jobs + 1
 
     def hand_over(job_id: object, job: bytes, fd: int) -> None:
         for _attempt in (1, 2):
@@ -441,14 +439,14 @@ def serve(ctl: socket.socket, jobs_per_child: int, max_idle: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ctl = socket.socket(fileno=int(argv[0]))
-    jobs_per_child, max_idle = int(argv[1]), int(argv[2])
+    jobs_per_child = int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm_up()
     gc.collect()
     gc.freeze()
     ctl.send(json.dumps({"ready": os.getpid()}).encode())
     try:
-        serve(ctl, jobs_per_child, max_idle)
+        serve(ctl, jobs_per_child)
     except ProtocolError:
         pass
 

@@ -62,27 +62,31 @@ def test_a_child_is_reused_only_after_a_job_that_ended_with_its_own_result(sourc
         assert after != before
 
 
-def test_each_job_gets_its_whole_cpu_allowance_in_a_reused_child():
-    limits = Limits(time_limit=2.0, max_steps=10**9)
+def left_before_and_after(limits, gauge, source):
+    """Run `gauge` (a *_LEFT built-in), then `source`, then `gauge` again in one runner.
+
+    Returns (pid, left, middle run) for the first gauge run and (pid, left) for the last.
+    """
+    reading = f"PRINT(PID(), {gauge.name}())"
     with Runner(limits, jobs_per_child=100) as runner:
-        first = runner.run("PRINT(PID(), CPU_LEFT())", builtins=[PID, CPU_LEFT])
-        burn = runner.run("t=0;FOR(i=0;i<20000000;i++){t=t+i};PRINT(PID())", builtins=[PID])
-        second = runner.run("PRINT(PID(), CPU_LEFT())", builtins=[PID, CPU_LEFT])
+        first, middle, second = [runner.run(src, builtins=[PID, gauge])
+                                 for src in (reading, source + ";PRINT(PID())", reading)]
     pid1, left1 = first.output[0].split()
     pid2, left2 = second.output[0].split()
+    return (pid1, left1, middle), (pid2, left2)
+
+
+def test_each_job_gets_its_whole_cpu_allowance_in_a_reused_child():
+    (pid1, left1, burn), (pid2, left2) = left_before_and_after(
+        Limits(time_limit=2.0, max_steps=10**9), CPU_LEFT, "t=0;FOR(i=0;i<20000000;i++){t=t+i}")
     assert burn.status == "ok" and pid1 == burn.output[0] == pid2
     # time_limit + 1 s of slack, counted from the start of each job, not of the child
     assert float(left1) > 2.9 and float(left2) > 2.9
 
 
 def test_each_job_gets_its_whole_memory_allowance_in_a_reused_child():
-    limits = Limits(memory_mb=64, max_string_length=10**8)
-    with Runner(limits, jobs_per_child=100) as runner:
-        first = runner.run("PRINT(PID(), MEMORY_LEFT())", builtins=[PID, MEMORY_LEFT])
-        grow = runner.run('s="a";FOR(i=0;i<24;i++){s=s+s};PRINT(PID())', builtins=[PID])
-        second = runner.run("PRINT(PID(), MEMORY_LEFT())", builtins=[PID, MEMORY_LEFT])
-    pid1, left1 = first.output[0].split()
-    pid2, left2 = second.output[0].split()
+    (pid1, left1, grow), (pid2, left2) = left_before_and_after(
+        Limits(memory_mb=64, max_string_length=10**8), MEMORY_LEFT, 's="a";FOR(i=0;i<24;i++){s=s+s}')
     assert grow.status == "ok" and pid1 == grow.output[0] == pid2
     # counted from the fresh child's size: what an earlier job left costs at most RETIRE_GROWTH_MB
     assert 60 <= float(left1) <= 64 and 64 - RETIRE_GROWTH_MB <= float(left2) <= 64
