@@ -99,15 +99,16 @@ def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int, jobs
     """`--host-workers N`: N simulated workers on one event loop, sharing one sandboxed runner."""
     import asyncio
 
-    from pidaemon.config import config_from_mapping, parse_broker_url
+    from pidaemon.config import config_from_mapping
     from pidaemon.daemon import Daemon
     from pidaemon.logs import setup_logging
     from pidaemon.plugins import PluginCatalog
-    from pidaemon.sim import sim_config, simulated_facts
+    from pidaemon.sim import simulated_facts
     from pidaemon.warble import Limits
 
     setup_logging("warning")
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+    state = Path(tempfile.mkdtemp(prefix="pidaemon-bench-workers-"))
 
     async def run() -> None:
         catalog = PluginCatalog()
@@ -116,11 +117,11 @@ def host_workers(count: int, broker_url: str, slots: int, runner_jobs: int, jobs
         workers = []
         for i in range(1, count + 1):
             node_id = f"scale-{i:04d}"
-            data = sim_config(node_id, "worker", broker=parse_broker_url(broker_url), listen=None,
-                              prefix="picluster", plugins={"ping": {}, "warble_worker": {"slots": slots}})
+            data = {"node": {"role": "worker", "id": node_id, "state_dir": str(state / node_id)},
+                    "mqtt": {"broker": broker_url, "keepalive": 30, "reconnect": {"min_delay": 0.2, "max_delay": 5}},
+                    "plugins": {"ping": {}, "warble_worker": {"slots": slots}}}
             config = config_from_mapping(data, plugin_schema=catalog.schema)
-            workers.append(Daemon(config, catalog=catalog, facts=simulated_facts(i, node_id),
-                                  services={"warble_runner": runner}))
+            workers.append(Daemon(config, catalog=catalog, facts=simulated_facts(i, node_id), lend=[runner]))
         for worker in workers:
             await worker.start()
         stalls: list[tuple[float, float]] = []

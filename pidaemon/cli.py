@@ -79,12 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("pidaemon")
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    return asyncio.run(_run_daemon(config, catalog, log))
+    return asyncio.run(_run_daemon(config, catalog, log, trace_plugins=args.trace_plugins or None))
 
 
-async def _run_daemon(config: Config, catalog: PluginCatalog, log: logging.Logger) -> int:
+async def _run_daemon(config: Config, catalog: PluginCatalog, log: logging.Logger,
+                      trace_plugins: bool | None = None) -> int:
     try:
-        daemon = Daemon(config, catalog=catalog)
+        daemon = Daemon(config, catalog=catalog, trace_plugins=trace_plugins)
     except (DaemonError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
@@ -152,7 +153,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             state = "disabled"
         else:
             try:
-                hooks = implemented_hooks(catalog.load(name))
+                plugin_class = catalog.load(name)
+                hooks = implemented_hooks(plugin_class)
+                catalog.check_hooks(name, plugin_class)
                 state = "loads" if configured else state
             except Exception as exc:
                 state = f"failed: {exc}"
@@ -168,7 +171,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from .config import parse_listen_address
     from .embedded_broker import BrokerPortTaken
-    from .sim import SimulatedCluster
+    from .sim import SimulatedCluster, roles_with
 
     setup_logging(args.log_level)
     log = logging.getLogger("pidaemon.sim")
@@ -178,8 +181,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix,
-                               http=None if args.http == "off" else args.http)
+    # --http is a shorthand for the server's HTTP API plugin (sim.yaml names it).
+    http = {"enabled": False} if args.http == "off" else {"listen": args.http}
+    roles = roles_with(args.config, args.plugin, {"server": {"plugins": {"warble_http": http}}})
+    cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix, roles=roles,
+                               state_dir=args.state_dir, fresh=args.fresh)
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -223,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--node-id", metavar="ID", help="node id or template ({hostname}, {mac}, {mac6})")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["text", "json"])
+    run.add_argument("--trace-plugins", action="store_true",
+                     help="log every hook call with its plugins, arguments and duration (or PIDAEMON_TRACE_PLUGINS=1)")
     run.set_defaults(func=cmd_run)
 
     config = commands.add_parser("config", help="check or show a configuration")
@@ -245,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--prefix", default="picluster")
     sim.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
                      help="where the Warble HTTP API listens ('off': no HTTP)")
+    sim.add_argument("--config", metavar="FILE",
+                     help="roles and plugins merged over the built-in desk cluster (the shape of pidaemon/sim.yaml)")
+    sim.add_argument("--plugin", action="append", default=[], metavar="NAME[:ROLE]",
+                     help="add an installed plugin to a role (default: worker); repeatable")
+    sim.add_argument("--state-dir", metavar="DIR",
+                     help="where the nodes keep their state (default: $XDG_STATE_HOME/pidaemon/sim)")
+    sim.add_argument("--fresh", action="store_true", help="start with no state left from an earlier run")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_sim)
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .names import NAME_DOC, TOPIC_PREFIX, TOPIC_PREFIX_DOC, is_name
 from .schema import Boolean, Checked, Integer, Number, Problem, Section, String, did_you_mean
 
 ENV_PREFIX = "PIDAEMON_"
@@ -67,8 +68,6 @@ def parse_listen_address(value: Any) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-TOPIC_WORD = r"[A-Za-z0-9_.\-]+"
-
 CORE_SCHEMA = Section({
     "node": Section({
         "role": String(pattern=r"[a-z][a-z0-9_\-]*", pattern_doc="a lower-case role name such as worker",
@@ -81,8 +80,7 @@ CORE_SCHEMA = Section({
     "mqtt": Section({
         "broker": Checked(parse_broker_url, default=None, expected="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
                           doc="null: found by a discovery plugin"),
-        "prefix": String(default="picluster", pattern=TOPIC_WORD + r"(/" + TOPIC_WORD + r")*",
-                         pattern_doc="topic levels of letters, digits, '_', '-', '.' joined by '/'"),
+        "prefix": String(default="picluster", pattern=TOPIC_PREFIX, pattern_doc=TOPIC_PREFIX_DOC),
         "protocol": String(choices=["5", "3.1.1"], default="5"),
         "client_id": String(default=None, doc="defaults to the node id"),
         "keepalive": Integer(min=2, max=65535, default=30),
@@ -344,7 +342,10 @@ def _validate_plugins(raw: Any, plugin_schema, problems, warnings, locations) ->
             continue
         required = section.get("required", False) is True
         schema = Section({})
-        if plugin_schema is not None and section.get("enabled", True) is not False:
+        if section.get("enabled", True) is False:
+            # A disabled plugin is not loaded: its own settings stay as written, unchecked.
+            section = {k: v for k, v in section.items() if k in PLUGIN_COMMON_FIELDS}
+        elif plugin_schema is not None:
             try:
                 schema = plugin_schema(str(name), section)
             except PluginUnavailable as exc:
@@ -392,8 +393,6 @@ def _raw_get(data: Mapping, path: tuple[str, ...]) -> Any:
 
 # ---------------------------------------------------------------- node id
 
-NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
-
 
 def render_node_id(template: str, *, hostname: str, mac: str) -> str:
     """Expand `{hostname}`, `{mac}` and `{mac6}`; the result must be a safe topic level."""
@@ -403,8 +402,8 @@ def render_node_id(template: str, *, hostname: str, mac: str) -> str:
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"bad template {template!r}: use {{hostname}}, {{mac}} or {{mac6}} ({exc})") from None
     node_id = re.sub(r"[^A-Za-z0-9_.\-]", "-", node_id)
-    if not NODE_ID_RE.fullmatch(node_id):
-        raise ValueError(f"node id {node_id!r} is not 1-64 letters, digits, '_', '-' or '.'")
+    if not is_name(node_id):
+        raise ValueError(f"node id {node_id!r} is not {NAME_DOC}")
     return node_id
 
 

@@ -13,22 +13,27 @@ plugins spawned, publishes `offline` and disconnects.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import inspect
 import logging
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Iterable
+from typing import Any, Awaitable, Iterable, TypeVar
 
 from . import __version__
 from .bus import Bus, BusSettings, Message, Subscription, topic_matches
 from .config import BrokerAddress, Config, PluginUnavailable, parse_broker_url, render_node_id
 from .embedded_broker import EmbeddedBroker
+from .events import Events
+from .hooks import Call, HookRunner, describe_error, tracing_requested
 from .logs import NodeLogAdapter
 from .nodeinfo import machine_facts
-from .plugins import PluginCatalog, PluginRecord, describe_error, implemented_hooks, new_plugin_manager
+from .plugins import PluginCatalog, PluginRecord, implemented_hooks, new_plugin_manager
+from .schema import is_settings
 from .systemd import SystemdNotifier
 from .topics import Topics
+
+T = TypeVar("T")
+_NO_DEFAULT: Any = object()
 
 INFO_SCHEMA_VERSION = 1
 
@@ -37,17 +42,69 @@ class DaemonError(Exception):
     """The daemon cannot run: a core part or a required plugin failed."""
 
 
+class PluginMissing(LookupError):
+    """`node.lookup(SomePlugin)`: no plugin (nor lent object) of that type on this node."""
+
+
+class CoreHooks:
+    """The core hooks, one typed method each (tox 4's `MANAGER.tox_add_option(parser)` style).
+
+    Every call goes through pluggy, one plugin at a time (see `pidaemon.hooks`).
+    """
+
+    def __init__(self, runner: HookRunner, node: "Daemon"):
+        self.runner = runner
+        self.node = node
+
+    async def configure(self) -> list[Call]:
+        return await self.runner.each_awaited("pidaemon_configure", report=False, node=self.node)
+
+    async def startup(self, timeout: float) -> list[Call]:
+        return await self.runner.each_awaited("pidaemon_startup", timeout=timeout, report=False, node=self.node)
+
+    async def shutdown(self) -> None:
+        await self.runner.each_awaited("pidaemon_shutdown", node=self.node)
+
+    async def connected(self) -> None:
+        await self.runner.each_awaited("pidaemon_connected", node=self.node)
+
+    async def disconnected(self) -> None:
+        await self.runner.each_awaited("pidaemon_disconnected", node=self.node)
+
+    def subscriptions(self) -> list[tuple[str, Subscription]]:
+        """(plugin, Subscription) for every filter a plugin declares."""
+        declared = []
+        for call in self.runner.each("pidaemon_subscriptions", node=self.node):
+            for subscription in call.result or ():
+                declared.append((call.plugin, Subscription(subscription) if isinstance(subscription, str)
+                                 else subscription))
+        return declared
+
+    def message(self, plugin: str, message: Message) -> Any:
+        """One plugin's `pidaemon_message`: its result, maybe awaitable.  Raises what the plugin raises."""
+        return self.runner.call("pidaemon_message", plugin, node=self.node, message=message)
+
+    def find_broker(self) -> Any:
+        return self.node.plugin_manager.hook.pidaemon_find_broker(node=self.node)
+
+    def info(self) -> list[Call]:
+        return self.runner.each("pidaemon_info", node=self.node)
+
+    def telemetry(self) -> list[Call]:
+        return self.runner.each("pidaemon_telemetry", node=self.node)
+
+
 class Daemon:
     embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port} --set broker.embedded=false, "
                             "or choose another port with --set broker.listen=HOST:PORT")
 
     def __init__(self, config: Config, *, catalog: PluginCatalog | None = None,
                  facts: dict[str, Any] | None = None, notifier: SystemdNotifier | None = None,
-                 services: dict[str, Any] | None = None):
+                 lend: Iterable[Any] = (), trace_plugins: bool | None = None):
         self.config = config
-        # Objects that the program embedding this daemon lends to its plugins, e.g. the
-        # simulator's one Warble runner shared by a thousand simulated workers.
-        self.services: dict[str, Any] = dict(services or {})
+        # Objects that the program embedding this daemon lends to its plugins, found by
+        # type with `lookup`: e.g. the simulator's one Warble runner for a thousand workers.
+        self.lent: list[Any] = list(lend)
         self.role: str = config["node"]["role"]
         broker = config["mqtt"]["broker"]
         self.facts = facts if facts is not None else machine_facts(broker.host if broker else None)
@@ -56,6 +113,11 @@ class Daemon:
         self.log = NodeLogAdapter(logging.getLogger("pidaemon.node"), {"node": self.id})
         self.catalog = catalog or PluginCatalog()
         self.plugin_manager = new_plugin_manager()
+        self.hook_runner = HookRunner(self.plugin_manager, self.log, on_first_failure=self._hook_started_failing)
+        if tracing_requested() if trace_plugins is None else trace_plugins:
+            self.hook_runner.trace()
+        self.hooks = CoreHooks(self.hook_runner, self)
+        self.events = Events(self.log, spawn=self.spawn)
         self.plugins: dict[str, Any] = {}
         self.records: dict[str, PluginRecord] = {}
         self.bus: Bus | None = None
@@ -78,8 +140,29 @@ class Daemon:
         """A full topic under the configured prefix: `node.topic("nodes", node.id, "cmd", "#")`."""
         return self.topics.join(*levels)
 
+    def lookup(self, kind: type[T], default: Any = _NO_DEFAULT) -> T:
+        """The plugin of type `kind` on this node, or the object of that type lent by the embedding program.
+
+            registry = node.lookup(RegistryPlugin)        # in pidaemon_configure
+
+        Raises PluginMissing (naming the plugin to add) unless a `default` is given.
+        """
+        for candidate in [*self.plugins.values(), *self.lent]:
+            if isinstance(candidate, kind):
+                return candidate
+        if default is not _NO_DEFAULT:
+            return default
+        name = self.catalog.name_of(kind)
+        wanted = f'the "{name}" plugin' if name else f"a {kind.__name__}"
+        raise PluginMissing(f"needs {wanted} on the same node (configured plugins: "
+                            f"{', '.join(self.plugins) or 'none'})")
+
     def plugin(self, name: str) -> Any | None:
+        """A plugin by its configured name (for tools and tests; plugins use `lookup`)."""
         return self.plugins.get(name)
+
+    def __repr__(self) -> str:
+        return f"<Daemon {self.id} ({self.role})>"
 
     def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False, **properties) -> bool:
         """Publish on the bus (see `Bus.publish`); keyword arguments become MQTT v5 properties."""
@@ -105,41 +188,28 @@ class Daemon:
         """Ask the daemon to shut down (safe from a signal handler on the loop)."""
         self._stop_requested.set()
 
-    def call_hook(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
-        """Call a hook on every plugin, one failure logged without stopping the others.
-
-        For plugins that offer an extension point of their own (e.g. the Warble
-        service calling `pidaemon_warble_intake`).  Returns (plugin, result) pairs.
-        """
-        return self._call_each_sync(hook_name, **kwargs)
-
     def collect_telemetry(self) -> dict[str, Any]:
         """Every plugin's `pidaemon_telemetry` readings merged into one mapping."""
         readings: dict[str, Any] = {}
-        for plugin, result in self._call_each_sync("pidaemon_telemetry"):
-            for key, value in (result or {}).items():
+        for call in self.hooks.telemetry():
+            for key, value in (call.result or {}).items():
                 if key in readings:
                     self.log.warning('plugin "%s" reports telemetry "%s" that another plugin already set',
-                                     plugin, key)
+                                     call.plugin, key)
                     continue
                 readings[key] = value
         return readings
-
-    def collect_warble_builtins(self) -> list[Any]:
-        builtins: list[Any] = []
-        for _, result in self._call_each_sync("pidaemon_warble_builtins"):
-            builtins.extend(result or ())
-        return builtins
 
     def info(self) -> dict[str, Any]:
         """The retained `info` message: who this node is and what it runs."""
         info: dict[str, Any] = {
             "schema": INFO_SCHEMA_VERSION, "id": self.id, "role": self.role, "version": __version__,
-            **self.facts, "started": self.started_at,
-            "plugins": {name: record.to_dict() for name, record in self.records.items()},
-            "capabilities": [],
+            **self.facts, "started": self.started_at, "capabilities": [],
         }
-        for plugin, extra in self._call_each_sync("pidaemon_info"):
+        calls = self.hooks.info()  # before the plugins' states: a failure here shows in them
+        info["plugins"] = self._plugin_states()
+        for call in calls:
+            plugin, extra = call.plugin, call.result
             for key, value in (extra or {}).items():
                 if key == "capabilities":
                     info["capabilities"] += [c for c in value if c not in info["capabilities"]]
@@ -155,7 +225,7 @@ class Daemon:
             "id": self.id, "role": self.role,
             "connected": bool(self.bus and self.bus.connected),
             "broker": self.broker.url if self.broker else None,
-            "plugins": {name: record.to_dict() for name, record in self.records.items()},
+            "plugins": self._plugin_states(),
             "failed_plugins": sorted(n for n, r in self.records.items() if r.state == "failed"),
             "bus": dict(self.bus.stats, queued=self.bus.queued, unacknowledged=self.bus.unacknowledged)
             if self.bus else {},
@@ -183,7 +253,12 @@ class Daemon:
     async def start(self) -> None:
         self.started_at = round(time.time(), 3)
         self._load_plugins()
-        await self._call_each("pidaemon_configure")
+        for call in await self.hooks.configure():
+            if call.error is not None:
+                message = f'plugin "{call.plugin}" failed in pidaemon_configure: {describe_error(call.error)}'
+                self._plugin_failed(self.records[call.plugin], message)
+        for warning in self.events.undeclared():
+            self.log.warning("%s", warning)
         await self._start_embedded_broker()
         self.broker = await self._find_broker()
         self._start_bus()
@@ -201,9 +276,10 @@ class Daemon:
         self.notifier.stopping()
         timeout = self.config["lifecycle"]["shutdown_timeout"]
         try:
-            await asyncio.wait_for(self._call_each("pidaemon_shutdown"), timeout)
+            await asyncio.wait_for(self.hooks.shutdown(), timeout)
         except asyncio.TimeoutError:
             self.log.error("plugin shutdown took longer than %s s; going offline anyway", timeout)
+        self.events.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -220,6 +296,9 @@ class Daemon:
     # ------------------------------------------------------------ plugins
 
     def _load_plugins(self) -> None:
+        """Create every enabled plugin, then register them: first every plugin's own hookspecs."""
+        created: list[tuple[PluginRecord, type, dict]] = []
+        added_specs: list[Any] = []
         for name, section in self.config.plugin_sections.items():
             record = PluginRecord(name=name, required=section["required"])
             self.records[name] = record
@@ -230,83 +309,71 @@ class Daemon:
                 continue
             try:
                 plugin_class = self.catalog.load(name)
-                options = {k: v for k, v in section.items() if k not in ("enabled", "required")}
-                instance = plugin_class(self, options)
-                self._check_hook_names(name, instance)
-                self.plugin_manager.register(instance, name=name)
+                namespace = getattr(plugin_class, "hookspecs", None)
+                if namespace is not None and namespace not in added_specs:  # several plugins may share one
+                    self.plugin_manager.add_hookspecs(namespace)
+                    added_specs.append(namespace)
             except Exception as exc:
-                message = str(exc) if isinstance(exc, PluginUnavailable) else (
-                    f'plugin "{name}" failed to load: {describe_error(exc)}')
-                self._plugin_failed(record, message)
+                self._plugin_failed(record, self._load_failure(name, exc))
                 continue
-            self.plugins[name] = instance
+            created.append((record, plugin_class, section))
+        known = {name for name in vars(self.plugin_manager.hook) if name.startswith("pidaemon_")}
+        for record, plugin_class, section in created:
+            try:
+                self.catalog.check_hooks(record.name, plugin_class, known)
+                instance = plugin_class(self, self._plugin_settings(plugin_class, section))
+                self.plugin_manager.register(instance, name=record.name)
+            except Exception as exc:
+                self._plugin_failed(record, self._load_failure(record.name, exc))
+                continue
+            self.plugins[record.name] = instance
             record.hooks = implemented_hooks(instance)
 
-    def _check_hook_names(self, name: str, instance: Any) -> None:
-        known = [n for n in dir(self.plugin_manager.hook) if n.startswith("pidaemon_")]
-        for hook in implemented_hooks(instance):
-            if hook not in known:
-                close = difflib.get_close_matches(hook, known, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
-                raise PluginUnavailable(f'plugin "{name}" implements unknown hook "{hook}"{hint}')
+    @staticmethod
+    def _plugin_settings(plugin_class: type, section: dict) -> Any:
+        """What the plugin's constructor gets: its settings object, or (a plain Section) a dict."""
+        options = {k: v for k, v in section.items() if k not in ("enabled", "required")}
+        schema = getattr(plugin_class, "config_schema", None)
+        return schema.from_mapping(options) if is_settings(schema) else options
+
+    @staticmethod
+    def _load_failure(name: str, exc: Exception) -> str:
+        if isinstance(exc, PluginUnavailable):
+            return str(exc)
+        return f'plugin "{name}" failed to load: {describe_error(exc)}'
 
     def _plugin_failed(self, record: PluginRecord, message: str) -> None:
         record.state, record.error = "failed", message
         instance = self.plugins.pop(record.name, None)
         if instance is not None and self.plugin_manager.is_registered(instance):
             self.plugin_manager.unregister(instance)
+            self.hook_runner.forget(record.name)
         self._routes = [(f, p) for f, p in self._routes if p != record.name]
         if record.required:
             raise DaemonError(f'required plugin "{record.name}" failed: {message}')
         self.log.error("%s (optional plugin: the node keeps running without it)", message)
 
+    def _plugin_states(self) -> dict[str, dict[str, Any]]:
+        for name, record in self.records.items():
+            record.hook_errors = self.hook_runner.failures(name)
+        return {name: record.to_dict() for name, record in self.records.items()}
+
+    def _hook_started_failing(self, plugin: str, hook: str) -> None:
+        """A plugin's hook failed for the first time: tell the cluster (the retained info) once."""
+        if self.bus is not None and self.bus.connected and hook != "pidaemon_info":
+            self.bus.publish(self.topics.info(self.id), self.info(), qos=1, retain=True)
+
     async def _startup_plugins(self) -> None:
         timeout = self.config["lifecycle"]["startup_timeout"]
-        for impl in self._hookimpls("pidaemon_startup"):
-            record = self.records[impl.plugin_name]
-            try:
-                result = impl.function(node=self)
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, timeout)
-            except Exception as exc:
-                if isinstance(exc, asyncio.TimeoutError):
-                    exc = TimeoutError(f"startup took longer than {timeout} s")
-                self._plugin_failed(record, f'plugin "{record.name}" failed to start: {describe_error(exc)}')
+        for call in await self.hooks.startup(timeout):
+            record = self.records[call.plugin]
+            if call.error is not None:
+                self._plugin_failed(record, f'plugin "{record.name}" failed to start: {describe_error(call.error)}')
                 continue
             record.state = "running"
         for record in self.records.values():
             if record.state == "configured":
                 record.state = "running"
-
-    def _hookimpls(self, hook_name: str):
-        """A hook's implementations in plugin (configuration) order."""
-        return getattr(self.plugin_manager.hook, hook_name).get_hookimpls()
-
-    def _call_each_sync(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
-        results = []
-        for impl in self._hookimpls(hook_name):
-            try:
-                results.append((impl.plugin_name, impl.function(node=self, **kwargs)))
-            except Exception as exc:
-                self.log.error('plugin "%s" failed in %s: %s', impl.plugin_name, hook_name, describe_error(exc))
-        return results
-
-    async def _call_each(self, hook_name: str, **kwargs) -> None:
-        """Call a hook on each plugin in turn, awaiting coroutines; one failure does not skip the others.
-
-        A failure is logged; in `pidaemon_configure` it marks the plugin failed (fatal if required).
-        """
-        for impl in self._hookimpls(hook_name):
-            try:
-                result = impl.function(node=self, **kwargs)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                message = f'plugin "{impl.plugin_name}" failed in {hook_name}: {describe_error(exc)}'
-                if hook_name == "pidaemon_configure":
-                    self._plugin_failed(self.records[impl.plugin_name], message)
-                else:
-                    self.log.error(message)
 
     # ------------------------------------------------------------ broker and bus
 
@@ -329,7 +396,7 @@ class Daemon:
         if self.embedded_broker is not None:
             host = self.embedded_broker.host
             return BrokerAddress("127.0.0.1" if host in ("0.0.0.0", "") else host, self.embedded_broker.port, False)
-        answer = self.plugin_manager.hook.pidaemon_find_broker(node=self)
+        answer = self.hooks.find_broker()
         if inspect.isawaitable(answer):
             answer = await answer
         if answer is None:
@@ -349,12 +416,9 @@ class Daemon:
                                            will_topic=self.topics.status(self.id), password=password)
         self.bus = Bus(settings, on_message=self._route_message, on_connected=self._bus_connected,
                        on_disconnected=self._bus_disconnected, log=self.log)
-        for plugin, declared in self._call_each_sync("pidaemon_subscriptions"):
-            for subscription in declared or ():
-                if isinstance(subscription, str):
-                    subscription = Subscription(subscription)
-                self._routes.append((subscription.topic, plugin))
-                self.bus.subscribe(subscription.topic, subscription.qos)
+        for plugin, subscription in self.hooks.subscriptions():
+            self._routes.append((subscription.topic, plugin))
+            self.bus.subscribe(subscription.topic, subscription.qos)
         self.bus.start()
 
     def _publish_presence(self) -> None:
@@ -363,33 +427,36 @@ class Daemon:
 
     def _bus_connected(self) -> None:
         self._publish_presence()
-        self.spawn(self._call_each("pidaemon_connected"), name="hook:connected")
+        self.spawn(self.hooks.connected(), name="hook:connected")
 
     def _bus_disconnected(self) -> None:
-        self.spawn(self._call_each("pidaemon_disconnected"), name="hook:disconnected")
+        self.spawn(self.hooks.disconnected(), name="hook:disconnected")
 
     def _route_message(self, message: Message) -> None:
         receivers = {plugin for topic_filter, plugin in self._routes if topic_matches(topic_filter, message.topic)}
         if not receivers:
             return
-        for impl in self._hookimpls("pidaemon_message"):
-            if impl.plugin_name not in receivers:
+        for plugin in self.hook_runner.implementers("pidaemon_message"):
+            if plugin not in receivers:
                 continue
             try:
-                result = impl.function(node=self, message=message)
+                result = self.hooks.message(plugin, message)
                 if inspect.isawaitable(result):
-                    self.spawn(self._await_handler(impl.plugin_name, message.topic, result))
+                    self.spawn(self._await_handler(plugin, message, result))
+                    continue
             except Exception as exc:
-                self._log_handler_error(impl.plugin_name, message.topic, exc)
+                self._handler_failed(plugin, message, exc)
+                continue
+            self.hook_runner.succeeded(plugin, "pidaemon_message")
 
-    async def _await_handler(self, plugin: str, topic: str, awaitable: Awaitable) -> None:
+    async def _await_handler(self, plugin: str, message: Message, awaitable: Awaitable) -> None:
         try:
-            await awaitable
+            await self.hook_runner.awaited("pidaemon_message", plugin, awaitable)
         except Exception as exc:
-            self._log_handler_error(plugin, topic, exc)
+            self._handler_failed(plugin, message, exc)
 
-    def _log_handler_error(self, plugin: str, topic: str, exc: Exception) -> None:
-        self.log.error('plugin "%s" could not handle a message on %s: %s', plugin, topic, describe_error(exc))
+    def _handler_failed(self, plugin: str, message: Message, exc: Exception) -> None:
+        self.hook_runner.failed(plugin, "pidaemon_message", exc, what=f"could not handle a message on {message.topic}")
 
     # ------------------------------------------------------------ tasks
 

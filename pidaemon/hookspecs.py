@@ -8,18 +8,25 @@ and named in the `plugins:` section of a node's configuration:
     co2 = "pidaemon_co2:CO2Plugin"
 
 The daemon imports the class, validates the plugin's config section against
-its `config_schema` (a `pidaemon.schema.Section`; optional), then creates one
-instance per daemon as `PluginClass(node, config)`, where `node` is the
-`pidaemon.daemon.Daemon` and `config` the plugin's validated section (a dict).
-Its methods marked with `@hookimpl` are then called as the hooks below fire.
-Since several daemons may run in one process (the cluster simulator runs a
-thousand), keep state on the instance, never in module globals.
+its `config_schema` (a `@pidaemon.schema.settings` class; optional), then
+creates one instance per daemon as `PluginClass(node, config)`, where `node`
+is the `pidaemon.daemon.Daemon` and `config` an instance of the settings class
+(read-only, typed).  Its methods marked with `@hookimpl` are then called as the
+hooks below fire.  Since several daemons may run in one process (the cluster
+simulator runs a thousand), keep state on the instance, never in module globals.
 
+The daemon calls hooks through pluggy, so an implementation takes any subset
+of a hook's arguments, in any order (`def pidaemon_telemetry(self)` is fine).
 Hooks whose description says "may be a coroutine" may be written as
 `async def`; the daemon awaits them.  An exception in a hook is logged with the
-plugin's name and never stops other plugins' hooks; an exception in
+plugin's name (once; repeats are counted, and shown in the node's `info`) and
+never stops other plugins' hooks; an exception in `pidaemon_configure` or
 `pidaemon_startup` marks the plugin failed (stopping the daemon if the plugin's
 section says `required: true`).
+
+Only what every node needs is declared here.  A plugin offers hooks of its own
+through its `hookspecs` attribute (see `pidaemon.plugins`): the Warble
+service's are in `pidaemon_plugins.warble.hookspecs`.
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def pidaemon_configure(node: "Daemon") -> None:
     """Every plugin has been created and registered; the bus is not started.
 
-    Fires once, in plugin order.  Use it to look at other plugins
-    (`node.plugin("name")`) or prepare state that needs all of them.
-    Synchronous.
+    Fires once, in plugin order.  Use it to find other plugins
+    (`node.lookup(OtherPlugin)`), listen to their events (`node.events.on`)
+    or prepare state that needs all of them.  May be a coroutine.  Raising
+    marks the plugin failed.
     """
 
 
@@ -138,28 +146,4 @@ def pidaemon_telemetry(node: "Daemon") -> Mapping[str, Any] | None:
     Called every telemetry interval by `node.collect_telemetry()`; values must
     be JSON-ready.  Omit a reading the machine does not have, never fake it.
     Synchronous and quick: read a cached value if the sensor is slow.
-    """
-
-
-@hookspec
-def pidaemon_warble_builtins(node: "Daemon") -> Iterable[Any] | None:
-    """Warble built-in functions this plugin provides, as `pidaemon.warble.Builtin`s.
-
-    Collected by `node.collect_warble_builtins()` for every job a worker runs.
-    The `warble_worker` plugin adds `LIGHTS` and `PLAYSOUND` this way (as MQTT
-    commands to the lamp and the speaker); a sensor plugin could add
-    `TEMPERATURE()`.  `validate` runs in the sandbox and must be picklable;
-    an effect built-in's `perform` runs in the daemon (see docs/warble.md).
-    """
-
-
-@hookspec
-def pidaemon_warble_intake(node: "Daemon", submit_post) -> None:
-    """The Warble service on this node takes posts from feeds (social networks, chats).
-
-    Fires once on the server, when the `warble_server` plugin has started.
-    Keep `submit_post(post_id, user, text) -> dict` and call it (on the event
-    loop) for every post that arrives: it finds the `#pi{...}` program in the
-    text, queues it and returns the acknowledgement or the rejection.  A
-    `post_id` seen before is taken once, so re-reading a timeline is harmless.
     """

@@ -2,12 +2,20 @@
 
 Built-in plugins are entry points of pidaemon's own distribution, so a built-in
 plugin is found and loaded exactly like one a user pip-installed.
+
+A plugin class may offer hooks of its own to other plugins: its `hookspecs`
+attribute names a module or class of `@hookspec` functions (the Warble
+service's `pidaemon_warble_builtins`, for one), which the daemon adds to its
+plugin manager before any plugin is registered (pytest's `pytest_addhooks`).
+A hook name is known if the core or any installed plugin declares it; any
+other name a plugin implements is reported, with the closest known name, by
+`pidaemon config check`, `pidaemon plugins` and `pidaemon run` alike.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
-import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Mapping
@@ -16,9 +24,14 @@ import pluggy
 
 from . import hookspecs
 from .config import PluginUnavailable
-from .schema import Section
+from .hooks import describe_error
+from .schema import Section, section_of
 
 ENTRY_POINT_GROUP = "pidaemon.plugins"
+HOOK_PREFIX = "pidaemon_"
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginCatalog", "PluginRecord", "declared_hooks", "describe_error",
+           "implemented_hooks", "new_plugin_manager"]
 
 
 @dataclass
@@ -32,11 +45,14 @@ class PluginRecord:
     error: str | None = None
     required: bool = False
     hooks: list[str] = field(default_factory=list)
+    hook_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"version": self.version, "state": self.state}
+        data: dict[str, Any] = {"version": self.version, "state": self.state}
         if self.error:
             data["error"] = self.error
+        if self.hook_errors:
+            data["hook_errors"] = self.hook_errors
         return data
 
 
@@ -48,6 +64,7 @@ class PluginCatalog:
             entry_points = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
         self.entry_points = dict(entry_points)
         self._classes: dict[str, type] = {}
+        self._installed_hooks: set[str] | None = None
 
     def names(self) -> list[str]:
         return sorted(self.entry_points)
@@ -58,6 +75,14 @@ class PluginCatalog:
         if dist is None:
             return "?", "?"
         return dist.metadata["Name"], dist.version
+
+    def name_of(self, plugin_class: type) -> str | None:
+        """The entry-point name under which `plugin_class` is installed, if it is."""
+        target = f"{plugin_class.__module__}:{plugin_class.__qualname__}"
+        for name, entry_point in self.entry_points.items():
+            if entry_point.value == target or self._classes.get(name) is plugin_class:
+                return name
+        return None
 
     def load(self, name: str) -> type:
         """Import the plugin's class; raise PluginUnavailable naming the plugin."""
@@ -79,11 +104,44 @@ class PluginCatalog:
         return plugin_class
 
     def schema(self, name: str, section: Mapping[str, Any] | None = None) -> Section:
-        """The plugin's declared config section (a PluginSchemaLookup for `load_config`)."""
-        schema = getattr(self.load(name), "config_schema", None) or Section({})
-        if not isinstance(schema, Section):
-            raise PluginUnavailable(f'plugin "{name}": config_schema must be a pidaemon.schema.Section')
-        return schema
+        """The plugin's declared config section (a PluginSchemaLookup for `load_config`).
+
+        Also checks the names of the hooks it implements: a misspelled hook is
+        a configuration problem, found before anything runs.
+        """
+        plugin_class = self.load(name)
+        self.check_hooks(name, plugin_class)
+        schema = getattr(plugin_class, "config_schema", None)
+        if schema is None:
+            return Section({})
+        try:
+            return section_of(schema)
+        except TypeError as exc:
+            raise PluginUnavailable(f'plugin "{name}": {exc}') from None
+
+    def check_hooks(self, name: str, plugin: Any, known: set[str] | None = None) -> None:
+        """Raise PluginUnavailable if `plugin` (class or instance) implements a hook nobody declares."""
+        known = set(core_hooks()) | declared_hooks(getattr(plugin, "hookspecs", None)) | (known or set())
+        unknown = [hook for hook in implemented_hooks(plugin) if hook not in known and not _optional(plugin, hook)]
+        if unknown:
+            known |= self.installed_hooks()
+            unknown = [hook for hook in unknown if hook not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            raise PluginUnavailable(f'plugin "{name}" implements unknown hook "{unknown[0]}"{hint}')
+
+    def installed_hooks(self) -> set[str]:
+        """Every hook declared by an installed plugin (imports them all, once, when first asked)."""
+        if self._installed_hooks is None:
+            hooks: set[str] = set()
+            for name in self.names():
+                try:
+                    hooks |= declared_hooks(getattr(self.load(name), "hookspecs", None))
+                except PluginUnavailable:
+                    continue  # reported where that plugin is configured
+            self._installed_hooks = hooks
+        return self._installed_hooks
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -92,17 +150,29 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return manager
 
 
+def core_hooks() -> list[str]:
+    return sorted(declared_hooks(hookspecs))
+
+
+def declared_hooks(namespace: Any) -> set[str]:
+    """Names of the `@hookspec` functions of a module or class (None: no hooks)."""
+    if namespace is None:
+        return set()
+    marker = hookspecs.PROJECT + "_spec"
+    return {name for name, member in inspect.getmembers(namespace)
+            if name.startswith(HOOK_PREFIX) and getattr(member, marker, None) is not None}
+
+
 def implemented_hooks(plugin: Any) -> list[str]:
     """Names of the hooks a plugin class or instance implements."""
     return sorted(
         name for name, member in inspect.getmembers(plugin)
-        if name.startswith("pidaemon_") and callable(member)
+        if name.startswith(HOOK_PREFIX) and callable(member)
         and getattr(member, hookspecs.PROJECT + "_impl", None) is not None
     )
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for status reports: the exception and where it was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+def _optional(plugin: Any, hook: str) -> bool:
+    """`@hookimpl(optionalhook=True)`: the author says the hook may be declared nowhere."""
+    options = getattr(getattr(plugin, hook), hookspecs.PROJECT + "_impl", None) or {}
+    return bool(options.get("optionalhook"))

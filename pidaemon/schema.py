@@ -15,12 +15,16 @@ so that `pidaemon config check` can print them all at once with file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar, dataclass_transform
 
 REQUIRED = object()  # marker: the field has no default and must be given
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,10 @@ class Checked(Field):
             problems.append(Problem(path, f"expected {self.expected}, got {describe(value)} ({exc})"))
             return None
 
+    def default_value(self):
+        """The default, converted like a given value (a default of "127.0.0.1:8080" is a (host, port) too)."""
+        return None if self.default is None or self.default is REQUIRED else self.convert(self.default)
+
 
 class ListOf(Field):
     def __init__(self, item: Field, **kw):
@@ -247,3 +255,98 @@ class Section(Field):
 
     def extended(self, more: Mapping[str, Field]) -> "Section":
         return Section({**self.fields, **more})
+
+
+# ---------------------------------------------------------------- typed settings
+
+SETTINGS_SECTION = "__pidaemon_section__"
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True,
+                     field_specifiers=(Field, Any_, Boolean, Number, Integer, String, Checked, ListOf, MapOf))
+def settings(cls: type[T]) -> type[T]:
+    """Make a class a plugin's typed, read-only settings, declared once with the field types above.
+
+        @settings
+        class TelemetrySettings:
+            interval: float = Number(min=0.1, default=5, doc="seconds between two publications")
+
+        class TelemetryPlugin:
+            config_schema = TelemetrySettings
+
+            def __init__(self, node, config: TelemetrySettings):
+                self.config = config          # config.interval is a float
+
+    The class becomes a frozen dataclass; its `Section` (what `config check`
+    validates, with file:line errors) is built from the fields.  A field
+    annotated with another `@settings` class and given no value is a nested
+    section.  Lists become tuples and mappings read-only, so nothing a plugin
+    holds changes under another one.  A `@settings` class may extend another
+    (fields shared by two plugins are declared once).
+    """
+    fields: dict[str, Field] = {}
+    nested: dict[str, type] = {}
+    for base in reversed(cls.__mro__[1:]):  # fields of @settings base classes come first
+        if is_settings(base):
+            fields.update(section_of(base).fields)
+            nested.update(base._nested_settings)
+    inherited = set(fields)
+    for name in cls.__dict__.get("__annotations__", {}):
+        value = cls.__dict__.get(name, dataclasses.MISSING)
+        if isinstance(value, Field):
+            fields[name] = value
+            continue
+        kind = typing.get_type_hints(cls).get(name) if value is dataclasses.MISSING else None
+        if not is_settings(kind):
+            raise TypeError(f"{cls.__name__}.{name}: give a field type (Number(...), String(...), ...) "
+                            f"or annotate it with a @settings class")
+        nested[name] = kind
+        fields[name] = section_of(kind)
+    for name, spec in fields.items():
+        if name in inherited:
+            continue
+        if name in nested:
+            setattr(cls, name, dataclasses.field(default_factory=nested[name].defaults))
+        elif spec.default is REQUIRED:
+            delattr(cls, name)
+        elif isinstance(spec.default_value(), (list, dict)):
+            setattr(cls, name, dataclasses.field(default_factory=lambda spec=spec: _read_only(spec.default_value())))
+        else:
+            setattr(cls, name, spec.default_value())
+    setattr(cls, SETTINGS_SECTION, Section(fields))
+    cls._nested_settings = nested
+    cls.from_mapping = classmethod(_from_mapping)
+    cls.defaults = classmethod(lambda kind: kind.from_mapping(section_of(kind).default_value()))
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+def is_settings(kind: Any) -> bool:
+    return isinstance(kind, type) and SETTINGS_SECTION in kind.__dict__
+
+
+def section_of(schema: Any) -> "Section":
+    """The Section of a `@settings` class, or the Section itself."""
+    if is_settings(schema):
+        return getattr(schema, SETTINGS_SECTION)
+    if isinstance(schema, Section):
+        return schema
+    raise TypeError("a plugin's config_schema must be a @settings class or a pidaemon.schema.Section")
+
+
+def _from_mapping(kind, values: Mapping[str, Any]):
+    """An instance from a validated section (a mapping of every field)."""
+    arguments = {}
+    for name in section_of(kind).fields:
+        value = values[name]
+        if name in kind._nested_settings:
+            value = kind._nested_settings[name].from_mapping(value)
+        arguments[name] = _read_only(value)
+    return kind(**arguments)
+
+
+def _read_only(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_read_only(v) for v in value)
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _read_only(v) for k, v in value.items()})
+    return value

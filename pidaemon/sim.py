@@ -1,33 +1,64 @@
 """A whole cluster in one process: a server, N simulated workers, the lamp and the speaker, on one loop.
 
-Used by `pidaemon sim` (the README's first command) and by benchmarks.  With no
-`--broker`, the server hosts the embedded broker (amqtt); otherwise every node
-connects to the given broker (mosquitto in production-like trials).
+Used by `pidaemon sim` (the README's first command).  What each node runs is
+data, not code: the roles and their plugins come from `sim.yaml` beside this
+module, with a user's file of the same shape merged over it (`--config`) and
+single plugins added to a role (`--plugin NAME[:ROLE]`).  With no `--broker`,
+the server hosts the embedded broker (amqtt); otherwise every node connects
+to the given broker (mosquitto in production-like trials).
+
+The nodes keep their state (registry, queue) under the user's state directory
+(`$XDG_STATE_HOME/pidaemon/sim`, by default `~/.local/state/pidaemon/sim`),
+never in the working directory; `fresh=True` starts from nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
-from .config import BrokerAddress, config_from_mapping
+import yaml
+
+from .config import BrokerAddress, ConfigError, config_from_mapping, deep_merge, load_yaml_file
 from .daemon import Daemon
 from .plugins import PluginCatalog
 from .warble import Limits, Runner
 
 log = logging.getLogger("pidaemon.sim")
 
-SERVER_PLUGINS = {
-    "ping": {}, "telemetry": {"interval": 5},
-    "registry": {"ping_interval": 2, "publish_delay": 0.5},
-    # Simulated workers share this machine's CPU: the 30 % rule of a real cluster would starve them.
-    "warble_server": {"cpu_threshold": 101},
-}
-WORKER_PLUGINS = {"ping": {}, "telemetry": {"interval": 5}, "warble_worker": {"slots": 2}}
-# The lamp and the speaker, with simulated hardware.
-DEVICE_NODES = {"sim-lights": ("lights", {"ping": {}, "lights": {}}),
-                "sim-audio": ("audio", {"ping": {}, "sound": {}})}
+SERVER_ROLE, WORKER_ROLE = "server", "worker"
+
+
+def default_roles() -> dict[str, Any]:
+    """The desk cluster of `sim.yaml`: {role: {"plugins": {...}, "id"?: node id}}."""
+    return yaml.safe_load(resources.files(__package__).joinpath("sim.yaml").read_text())
+
+
+def roles_with(extra_file: str | Path | None = None, plugins: Iterable[str] = (),
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The default roles, with a user's file merged over them and `NAME[:ROLE]` plugins added."""
+    roles = default_roles()
+    if extra_file is not None:
+        data, _ = load_yaml_file(extra_file)
+        roles = deep_merge(roles, data)
+    for spec in plugins:
+        name, _, role = spec.partition(":")
+        role = role or WORKER_ROLE
+        if role not in roles:
+            raise ConfigError([f"--plugin {spec}: no role {role!r} in the simulated cluster "
+                               f"(roles: {', '.join(sorted(roles))})"])
+        roles[role].setdefault("plugins", {}).setdefault(name, {})
+    return deep_merge(roles, overrides or {})
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "pidaemon" / "sim"
 
 
 def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
@@ -36,58 +67,48 @@ def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
             "os": "simulated", "machine": "simulated", "cpu_count": 4}
 
 
-def sim_config(node_id: str, role: str, *, broker: BrokerAddress | None, listen: str | None,
-               prefix: str, plugins: dict) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "node": {"role": role, "id": node_id, "state_dir": ".pidaemon-state/" + node_id},
-        "mqtt": {"broker": broker.url if broker else None, "prefix": prefix,
-                 "protocol": "5" if broker else "3.1.1", "keepalive": 30,
-                 "reconnect": {"min_delay": 0.2, "max_delay": 5}},
-        "plugins": dict(plugins),
-    }
-    if listen:
-        config["broker"] = {"embedded": True, "listen": listen}
-    return config
-
-
 class SimulatedCluster:
     def __init__(self, workers: int, *, broker: BrokerAddress | None = None, listen: str = "127.0.0.1:1883",
-                 prefix: str = "picluster", http: str | None = "127.0.0.1:8080",
-                 server_plugins: dict | None = None, worker_plugins: dict | None = None, devices: bool = True,
-                 runner_jobs: int = 4):
+                 prefix: str = "picluster", roles: Mapping[str, Any] | None = None, devices: bool = True,
+                 state_dir: str | Path | None = None, fresh: bool = False, runner_jobs: int = 4):
         self.catalog = PluginCatalog()
+        self.broker = broker
+        self.listen = listen
+        self.prefix = prefix
+        self.roles = dict(default_roles() if roles is None else roles)
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        if fresh and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
         host, _, port = listen.rpartition(":")
-        worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1", int(port), False)
-        # One sandboxed runner for every simulated worker: a zygote per worker would
-        # mean a thousand processes.  Jobs still run one child process each.
+        self.worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1",
+                                                     int(port), False)
+        # One sandboxed Warble runner lent to every simulated worker (`node.lookup(Runner)`): a zygote
+        # per worker would mean a thousand processes.  Jobs still run in sandbox processes of their own.
         self.runner = Runner(Limits(), max_jobs=runner_jobs)
-        server_plugins = dict(SERVER_PLUGINS if server_plugins is None else server_plugins)
-        if http and "warble_server" in server_plugins:
-            server_plugins["warble_http"] = {"listen": http}
-        self.server = self._daemon(0, "sim-server", "server", broker=broker, listen=None if broker else listen,
-                                   prefix=prefix, plugins=server_plugins)
-        self.workers = [
-            self._daemon(i, f"sim-worker-{i:04d}", "worker", broker=worker_broker, listen=None, prefix=prefix,
-                         plugins=WORKER_PLUGINS if worker_plugins is None else worker_plugins,
-                         protocol="5" if broker else "3.1.1")
-            for i in range(1, workers + 1)
-        ]
-        self.devices = [
-            self._daemon(len(self.workers) + 1 + i, node_id, role, broker=worker_broker, listen=None, prefix=prefix,
-                         plugins=plugins, protocol="5" if broker else "3.1.1")
-            for i, (node_id, (role, plugins)) in enumerate(DEVICE_NODES.items())
-        ] if devices else []
+        self.server = self._daemon(0, "sim-server", SERVER_ROLE)
+        self.workers = [self._daemon(i, f"sim-worker-{i:04d}", WORKER_ROLE) for i in range(1, workers + 1)]
+        device_roles = [r for r in self.roles if r not in (SERVER_ROLE, WORKER_ROLE)] if devices else []
+        self.devices = [self._daemon(workers + 1 + i, self.roles[role].get("id") or f"sim-{role}", role)
+                        for i, role in enumerate(device_roles)]
         self.server.embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port}, "
                                             "or choose another port with --listen HOST:PORT")
         self.nodes = [self.server, *self.workers, *self.devices]
 
-    def _daemon(self, index, node_id, role, *, protocol=None, **kw) -> Daemon:
-        data = sim_config(node_id, role, **kw)
-        if protocol:
-            data["mqtt"]["protocol"] = protocol
-        config = config_from_mapping(data, origin=f"<sim {node_id}>", plugin_schema=self.catalog.schema)
-        return Daemon(config, catalog=self.catalog, facts=simulated_facts(index, node_id),
-                      services={"warble_runner": self.runner})
+    def _daemon(self, index: int, node_id: str, role: str) -> Daemon:
+        hosts_broker = role == SERVER_ROLE and self.broker is None
+        config: dict[str, Any] = {
+            "node": {"role": role, "id": node_id, "state_dir": str(self.state_dir / node_id)},
+            "mqtt": {"broker": None if hosts_broker else self.worker_broker.url, "prefix": self.prefix,
+                     "protocol": "5" if self.broker else "3.1.1", "keepalive": 30,
+                     "reconnect": {"min_delay": 0.2, "max_delay": 5}},
+            "plugins": dict(self.roles[role].get("plugins") or {}),
+        }
+        if hosts_broker:
+            config["broker"] = {"embedded": True, "listen": self.listen}
+        validated = config_from_mapping(config, origin=f"<sim {node_id}, role {role}>",
+                                        plugin_schema=self.catalog.schema)
+        return Daemon(validated, catalog=self.catalog, facts=simulated_facts(index, node_id),
+                      lend=[self.runner])
 
     async def start(self) -> None:
         await asyncio.to_thread(self.runner.start)
@@ -96,8 +117,8 @@ class SimulatedCluster:
             await node.start()
 
     async def wait_online(self, timeout: float = 30) -> bool:
-        results = await asyncio.gather(*(n.bus.wait_connected(timeout) for n in self.nodes))
-        return all(results)
+        results = await asyncio.gather(*(n.bus.wait_connected(timeout) for n in self.nodes if n.bus))
+        return all(results) and all(n.bus for n in self.nodes)
 
     async def shutdown(self) -> None:
         await asyncio.gather(*(n.shutdown() for n in [*self.workers, *self.devices]))

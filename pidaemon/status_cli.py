@@ -145,7 +145,7 @@ def report_from_registry(registry: dict[str, Any]) -> dict[str, Any]:
 
 def report_from_node_topics(status: dict[str, str], info: dict[str, dict],
                             telemetry: dict[str, dict]) -> dict[str, Any]:
-    from .telemetry_summary import summarize_telemetry
+    from pidaemon_plugins.registry.telemetry_summary import summarize_telemetry
 
     rows = []
     for node_id in sorted(set(status) | set(info) | set(telemetry)):

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A health ping may ask nodes to spread their answers over up to this many seconds
+# (`"spread"` in docs/protocol.md); nodes treat a longer spread as this one.
+MAX_PING_SPREAD = 30.0
+
 
 @dataclass(frozen=True)
 class Topics:

@@ -17,7 +17,7 @@ import asyncio
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Integer, Number, Section, String
+from pidaemon.schema import Integer, Number, String, settings
 
 
 class SimulatedPixels:
@@ -30,17 +30,20 @@ class SimulatedPixels:
         self.pixels[index] = colour
 
 
-class LightsPlugin:
-    config_schema = Section({
-        "pixels": Integer(min=1, max=1024, default=24, doc="pixels on the lamp (24 to 32 on the cluster's)"),
-        "backend": String(choices=["sim"], default="sim", doc="sim: no hardware"),
-        "state_interval": Number(min=0, default=0.2, doc="seconds between two state publications"),
-    })
+@settings
+class LightsSettings:
+    pixels: int = Integer(min=1, max=1024, default=24, doc="pixels on the lamp (24 to 32 on the cluster's)")
+    backend: str = String(choices=["sim"], default="sim", doc="sim: no hardware")
+    state_interval: float = Number(min=0, default=0.2, doc="seconds between two state publications")
 
-    def __init__(self, node, config):
+
+class LightsPlugin:
+    config_schema = LightsSettings
+
+    def __init__(self, node, config: LightsSettings):
         self.node = node
-        self.count = config["pixels"]
-        self.state_interval = config["state_interval"]
+        self.config = config
+        self.count = config.pixels
         self.strip = SimulatedPixels(self.count)
         self.changes = 0
         self._dirty = asyncio.Event()
@@ -79,4 +82,4 @@ class LightsPlugin:
             self._dirty.clear()
             self.node.publish(self.node.topic("lights", "state"),
                               {"pixels": [list(p) for p in self.strip.pixels]}, qos=1, retain=True)
-            await asyncio.sleep(self.state_interval)
+            await asyncio.sleep(self.config.state_interval)

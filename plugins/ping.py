@@ -5,8 +5,8 @@ with an optional JSON object payload, e.g. `{"seq": 7}`.  The answer goes to the
 MQTT v5 response topic when the ping carries one, else to
 `<prefix>/nodes/<id>/reply/ping`, as `{"node": id, "seq": 7, "time": ..., "delay": ...}`.
 
-A ping may ask for `"spread": s` (seconds; more than MAX_SPREAD counts as
-MAX_SPREAD): the node then answers after a random delay of up to s, and says
+A ping may ask for `"spread": s` (seconds; more than MAX_PING_SPREAD counts as
+MAX_PING_SPREAD): the node then answers after a random delay of up to s, and says
 how long it waited in `delay`. A broadcast ping to a thousand nodes otherwise brings a thousand
 answers to the server in the same few milliseconds, and whatever the server
 was doing (dispatching Warble jobs) waits behind them.
@@ -20,10 +20,9 @@ import time
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Integer, Section
+from pidaemon.schema import Integer, settings
+from pidaemon.topics import MAX_PING_SPREAD
 
-
-MAX_SPREAD = 30.0
 MAX_DELAYED = 100   # answers waiting at once; beyond that (a ping flood) answers go out at once
 
 
@@ -31,17 +30,20 @@ def requested_spread(request: dict, topic: str) -> float:
     spread = request.get("spread", 0)
     if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
         raise PayloadError(f"{topic}: spread must be a number of seconds, 0 or more, got {spread!r}")
-    return min(float(spread), MAX_SPREAD)
+    return min(float(spread), MAX_PING_SPREAD)
+
+
+@settings
+class PingSettings:
+    qos: int = Integer(min=0, max=1, default=1, doc="QoS of the answers")
 
 
 class PingPlugin:
-    config_schema = Section({
-        "qos": Integer(min=0, max=1, default=1, doc="QoS of the answers"),
-    })
+    config_schema = PingSettings
 
-    def __init__(self, node, config):
+    def __init__(self, node, config: PingSettings):
         self.node = node
-        self.qos = config["qos"]
+        self.config = config
         self.answered = 0
         self._delayed: dict[object, asyncio.TimerHandle] = {}   # answers waiting for their moment
 
@@ -76,5 +78,5 @@ class PingPlugin:
         answer = {"node": node.id, "seq": request.get("seq"), "time": time.time(), "delay": round(delay, 4)}
         topic = message.response_topic or node.topics.reply(node.id, "ping")
         props = {"correlation_data": message.correlation_data} if message.correlation_data else {}
-        node.publish(topic, answer, qos=self.qos, **props)
+        node.publish(topic, answer, qos=self.config.qos, **props)
         self.answered += 1

@@ -15,20 +15,23 @@ import time
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import ListOf, Section, String
+from pidaemon.schema import ListOf, String, settings
 from pidaemon.warble.limits import DEFAULT_SOUNDS
 
 
-class SoundPlugin:
-    config_schema = Section({
-        "sounds": ListOf(String(pattern=r"[a-z0-9_]+", pattern_doc="a sound name (a-z, 0-9, _)"),
-                         default=list(DEFAULT_SOUNDS), doc="the library: names programs may play"),
-        "backend": String(choices=["sim"], default="sim", doc="sim: no speaker"),
-    })
+@settings
+class SoundSettings:
+    sounds: tuple[str, ...] = ListOf(String(pattern=r"[a-z0-9_]+", pattern_doc="a sound name (a-z, 0-9, _)"),
+                                     default=list(DEFAULT_SOUNDS), doc="the library: names programs may play")
+    backend: str = String(choices=["sim"], default="sim", doc="sim: no speaker")
 
-    def __init__(self, node, config):
+
+class SoundPlugin:
+    config_schema = SoundSettings
+
+    def __init__(self, node, config: SoundSettings):
         self.node = node
-        self.sounds = set(config["sounds"])
+        self.sounds = set(config.sounds)
         self.played: list[str] = []
 
     @hookimpl

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from pidaemon import hookimpl
-from pidaemon.schema import Boolean, Number, Section, String
+from pidaemon.schema import Boolean, Number, String, settings
 
 # Bits of `vcgencmd get_throttled` (Raspberry Pi firmware documentation).
 THROTTLE_BITS = {
@@ -108,24 +108,25 @@ def _disk(path: str) -> dict[str, Any] | None:
             "percent": round(usage.percent, 1)}
 
 
-class SystemReadings:
-    config_schema = Section({
-        "thermal_root": String(default="/sys/class/thermal", doc="sysfs thermal tree (tests point it elsewhere)"),
-        "vcgencmd": String(default="vcgencmd",
-                           doc="Raspberry Pi firmware tool for the throttling flags; a name looked up in PATH "
-                               "or a path; left out when it is missing"),
-        "throttling_interval": Number(min=0.05, default=5, doc="seconds between two `vcgencmd get_throttled`"),
-        "per_core": Boolean(default=True, doc="also report CPU percent per core"),
-        "state_disk": String(default=None, doc="directory whose disk use is reported; default: node.state_dir"),
-    })
+@settings
+class SystemSettings:
+    thermal_root: str = String(default="/sys/class/thermal", doc="sysfs thermal tree (tests point it elsewhere)")
+    vcgencmd: str | None = String(default="vcgencmd",
+                                  doc="Raspberry Pi firmware tool for the throttling flags; a name looked up in "
+                                      "PATH or a path; left out when it is missing")
+    throttling_interval: float = Number(min=0.05, default=5, doc="seconds between two `vcgencmd get_throttled`")
+    per_core: bool = Boolean(default=True, doc="also report CPU percent per core")
+    state_disk: str | None = String(default=None, doc="directory whose disk use is reported; default: node.state_dir")
 
-    def __init__(self, node, config):
+
+class SystemReadings:
+    config_schema = SystemSettings
+
+    def __init__(self, node, config: SystemSettings):
         self.node = node
-        self.thermal_root = Path(config["thermal_root"])
-        self.vcgencmd = shutil.which(config["vcgencmd"]) if config["vcgencmd"] else None
-        self.throttling_interval = config["throttling_interval"]
-        self.per_core = config["per_core"]
-        self.state_disk = config["state_disk"]
+        self.config = config
+        self.thermal_root = Path(config.thermal_root)
+        self.vcgencmd = shutil.which(config.vcgencmd) if config.vcgencmd else None
         self.throttling: dict[str, Any] | None = None
         self.process = psutil.Process()
         self._cpu = psutil.cpu_times()
@@ -163,7 +164,7 @@ class SystemReadings:
         if percent is not None:
             out["cpu_percent"] = percent
             self._cpu = cpu
-        if self.per_core:
+        if self.config.per_core:
             cores = psutil.cpu_times(percpu=True)
             if len(cores) != len(self._cores):  # a CPU went on- or offline: start again
                 self._cores = cores
@@ -184,7 +185,7 @@ class SystemReadings:
         root = _disk("/")
         if root:
             out["disk_root"] = root
-        state = _disk(self.state_disk or str(self.node.state_dir))
+        state = _disk(self.config.state_disk or str(self.node.state_dir))
         if state:
             out["disk_state"] = state
         network = self._network()
@@ -255,7 +256,7 @@ class SystemReadings:
             else:
                 failures = 0
             self.throttling = result
-            await asyncio.sleep(self.throttling_interval)
+            await asyncio.sleep(self.config.throttling_interval)
 
     async def _read_throttling(self) -> dict[str, Any] | None:
         try:

@@ -17,17 +17,20 @@ import asyncio
 import time
 
 from pidaemon import hookimpl
-from pidaemon.schema import Number, Section
+from pidaemon.schema import Number, settings
+
+
+@settings
+class TelemetrySettings:
+    interval: float = Number(min=0.1, default=5, doc="seconds between two publications")
 
 
 class TelemetryPlugin:
-    config_schema = Section({
-        "interval": Number(min=0.1, default=5, doc="seconds between two publications"),
-    })
+    config_schema = TelemetrySettings
 
-    def __init__(self, node, config):
+    def __init__(self, node, config: TelemetrySettings):
         self.node = node
-        self.interval = config["interval"]
+        self.interval = config.interval
         self.published = 0
         self.seq = 0
 

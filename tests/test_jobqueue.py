@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pidaemon.jobqueue import DONE, EXPIRED, FAILED, QUEUED, JobQueue, QueueLimits, QueueRefused
+from pidaemon_plugins.warble.jobqueue import DONE, EXPIRED, FAILED, QUEUED, JobQueue, QueueLimits, QueueRefused
 
 
 class FakeClock:
@@ -37,7 +37,7 @@ def test_acknowledged_jobs_survive_a_killed_process(tmp_path):
     """A child submits jobs and prints each id after submit() returns; it is then SIGKILLed."""
     script = (
         "import sys, time\n"
-        "from pidaemon.jobqueue import JobQueue, QueueLimits\n"
+        "from pidaemon_plugins.warble.jobqueue import JobQueue, QueueLimits\n"
         f"q = JobQueue({str(tmp_path / 'jobs.sqlite')!r}, QueueLimits(per_user_rate=1e9, per_user_burst=10**9, per_user_queued=10**9))\n"
         "for i in range(10**6):\n"
         "    job, _ = q.submit('ada', f'PRINT({i})')\n"

@@ -151,7 +151,7 @@ def test_plugins_command_lists_builtins_with_version_and_hooks():
 def test_sim_runs_a_server_and_workers_on_the_embedded_broker(tmp_path):
     import paho.mqtt.client as mqtt
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "2", "--listen",
+    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--state-dir", str(tmp_path / "sim-state"), "--workers", "2", "--listen",
                                 f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=tmp_path)
     try:
@@ -167,8 +167,8 @@ def test_sim_runs_a_server_and_workers_on_the_embedded_broker(tmp_path):
     assert "cluster online: 1 server, 2 workers, a lamp (sim-lights) and a speaker (sim-audio)" in output
 
 
-def test_sim_on_a_taken_port_says_to_use_that_broker(broker):
-    result = subprocess.run([sys.executable, "-m", "pidaemon", "sim", "--listen", f"127.0.0.1:{broker.port}"],
+def test_sim_on_a_taken_port_says_to_use_that_broker(broker, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pidaemon", "sim", "--state-dir", str(tmp_path / "sim-state"), "--listen", f"127.0.0.1:{broker.port}"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert (f"port 127.0.0.1:{broker.port} is already taken (is a broker such as mosquitto running there?). "
@@ -176,8 +176,8 @@ def test_sim_on_a_taken_port_says_to_use_that_broker(broker):
         in result.stderr
 
 
-def test_sim_against_mosquitto(broker, observer):
-    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "3", "--broker", broker.url],
+def test_sim_against_mosquitto(broker, observer, tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--state-dir", str(tmp_path / "sim-state"), "--workers", "3", "--broker", broker.url],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for node in ("sim-server", "sim-worker-0001", "sim-worker-0002", "sim-worker-0003"):

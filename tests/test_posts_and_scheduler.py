@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pidaemon.posts import NoWarble, extract_warble
-from pidaemon.scheduler import WorkerLoad, pick_worker
+from pidaemon.warble.posts import NoWarble, extract_warble
+from pidaemon_plugins.warble.worker_choice import WorkerLoad, pick_worker
 
 
 @pytest.mark.parametrize("post, program", [

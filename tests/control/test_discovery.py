@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 
-from pidaemon.discovery_datagram import HEADER, MAGIC, Announcement, encode
+from pidaemon_plugins.discovery.datagram import HEADER, MAGIC, Announcement, encode
 from tests.control.helpers import (SECRET, announce_section, daemon, discovery_section, free_udp_port,
                                    registry_section, wait_until)
 from tests.support.mosquitto import Mosquitto

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pidaemon.discovery_datagram import (HEADER, MAGIC, MAX_DATAGRAM_SIZE, Announcement, DatagramError, decode,
+from pidaemon_plugins.discovery.datagram import (HEADER, MAGIC, MAX_DATAGRAM_SIZE, Announcement, DatagramError, decode,
                                          encode, from_txt, to_txt)
 
 SECRET = "s3cret"

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pidaemon_plugins.rest_forwarder import RestForwarder
+from pidaemon_plugins.telemetry_store.forwarder import RestForwarder
 
 # The scenario is an endpoint that fails for 30 s.  The logic is the same
 # for any window; the default keeps the test short.  PIDAEMON_FORWARDER_FAIL_SECONDS=30

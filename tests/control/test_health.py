@@ -147,15 +147,14 @@ def test_broadcast_ping_answers_are_spread_over_the_requested_window(broker, obs
 
 @pytest.mark.parametrize("interval, spread, asked", [
     (0.5, 5, 0.25),      # cut to half the ping timeout
-    (120, 40, 30.0),     # cut to what a node grants (MAX_SPREAD)
+    (120, 40, 30.0),     # cut to what a node grants (MAX_PING_SPREAD)
     (5, None, 1.0),      # default: a fifth of the timeout, at most 1 s
 ])
 def test_the_registry_asks_for_a_spread_that_nodes_grant_within_the_timeout(tmp_path, interval, spread, asked):
-    from pidaemon_plugins.registry import RegistryPlugin
-
     server = daemon("server", None, tmp_path / "server", role="server", plugins={
         "registry": registry_section(tmp_path, ping_interval=interval, ping_spread=spread)})
-    assert RegistryPlugin(server, server.config["plugins"]["registry"]).ping_spread == asked
+    server._load_plugins()
+    assert server.plugin("registry").ping_spread == asked
 
 
 def test_the_registry_puts_the_spread_in_its_ping(broker, observer, tmp_path):

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from pidaemon_plugins.telemetry_store import TelemetryStore, flatten_numbers
+from pidaemon_plugins.telemetry_store.database import TelemetryStore, flatten_numbers
 from tests.control.helpers import daemon, wait_until
 from tests.control.test_forwarder import Endpoint
 

@@ -11,7 +11,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from plugins.mastodon_feed import html_to_text
+from pidaemon_plugins.warble.mastodon_feed import html_to_text
 from tests.service.cluster import InProcessCluster, wait_until
 
 STATUSES = [

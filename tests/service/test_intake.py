@@ -127,7 +127,7 @@ def test_over_the_share_is_rejected_with_a_clear_status(broker, tmp_path):
 
 def test_sim_and_submit_from_another_terminal(tmp_path):
     port, http_port = free_port(), free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "2", "--listen",
+    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--state-dir", str(tmp_path / "sim-state"), "--workers", "2", "--listen",
                             f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http_port}"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
@@ -172,7 +172,7 @@ def test_reply_topics_cannot_point_into_the_cluster(broker, observer, tmp_path):
 def test_sim_lamp_and_speaker_follow_a_program(tmp_path):
     """LIGHTS and PLAYSOUND in a submitted program reach the simulated lamp and speaker of `pidaemon sim`."""
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--workers", "1", "--listen",
+    sim = subprocess.Popen([sys.executable, "-m", "pidaemon", "sim", "--state-dir", str(tmp_path / "sim-state"), "--workers", "1", "--listen",
                             f"127.0.0.1:{port}", "--http", "off"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:

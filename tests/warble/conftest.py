@@ -70,4 +70,12 @@ def runner():
         yield r
 
 
+@pytest.fixture(params=["Program.run", "Runner"])
+def run_anywhere(request):
+    """`run` in this process, then the same through a Runner (the module's `runner`)."""
+    if request.param == "Program.run":
+        return run
+    return request.getfixturevalue("runner").run
+
+
 SMALL = Limits(max_steps=20_000, time_limit=5.0, max_output_lines=200, max_output_chars=20_000)

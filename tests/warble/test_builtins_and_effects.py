@@ -1,10 +1,12 @@
 """The extension point (Builtin), the standard effect built-ins and RecordingEffects."""
+from decimal import Decimal
+
 import pytest
 
 from conftest import compile_error, out, run, run_error
 from plugin_builtins import BROKEN, DOUBLE, GREET, Buzzer
-from pidaemon.warble import (Builtin, Limits, RecordingEffects, WarbleError, compile_program,
-                             lights_builtin, playsound_builtin)
+from pidaemon.warble import (Builtin, Limits, RecordingEffects, UnknownFunction, WarbleError,
+                             compile_program, lights_builtin, playsound_builtin)
 
 
 def test_plugin_builtins_are_callable():
@@ -30,6 +32,25 @@ def test_plugin_arity_is_checked_at_compile_time():
 
 def test_unknown_without_the_plugin():
     assert compile_error("DOUBLE(1)").message == "unknown function DOUBLE"
+
+
+@pytest.mark.parametrize("src, name, message, maybe", [
+    ("x=1;DOUBLE(x)", "DOUBLE", "unknown function DOUBLE", True),
+    ("x=1;BUZZ_2(x)", "BUZZ_2", "unknown function BUZZ_2", True),
+    ("x=1;print(x)", "print", "unknown function print: built-in names are upper case (PRINT)", False),
+    ("x=1;Sqrt(x)", "Sqrt", "unknown function Sqrt: built-in names are upper case (SQRT)", False),
+])
+def test_an_unknown_function_is_its_own_error_type(src, name, message, maybe):
+    """A service that compiles without the workers' plugins decides by the type, not the message."""
+    error = compile_error(src)
+    assert isinstance(error, UnknownFunction)
+    assert (error.name, error.message, error.line, error.column) == (name, message, 1, 5)
+    assert error.may_be_plugin_builtin is maybe
+
+
+def test_a_lower_case_name_that_is_no_built_in_is_not_an_unknown_function():
+    error = compile_error("foo(1)")
+    assert error.message == "foo is not a function" and not isinstance(error, UnknownFunction)
 
 
 @pytest.mark.parametrize("name", ["PRINT", "SAVE", "SQRT", "SETPRECISION", "IF", "WHILE"])
@@ -66,6 +87,40 @@ def test_plugin_effect_builtin_runs_in_process():
     buzz = Builtin("BUZZ", 1, 1, "BUZZ(n): buzz. BUZZ(2)", perform=buzzer, effect=True)
     assert out("BUZZ(2);BUZZ(3)", builtins=[buzz]) == []
     assert buzzer.calls == [(2,), (3,)]
+
+
+def test_an_effect_returns_what_its_perform_returned(run_anywhere):
+    buzzer = Buzzer()
+    buzz = Builtin("BUZZ", 1, 1, "BUZZ(n): buzz. BUZZ(2)", perform=buzzer, effect=True)
+    result = run_anywhere("PRINT(BUZZ(2), BUZZ(3));PRINT(LIGHTS(0,1,2,3), PLAYSOUND(\"bell\"))", builtins=[buzz])
+    assert (result.status, result.output) == ("ok", ["2 5", "0 0"])
+    assert buzzer.calls == [(2,), (3,)]
+
+
+@pytest.mark.parametrize("value, src, printed", [
+    (7, "PRINT(FX())", "7"), (10**30, "PRINT(FX())", "1" + "0" * 30), (2.5, "PRINT(FX())", "2.5"),
+    ("done", "PRINT(FX())", "done"), (True, "PRINT(FX())", "1"), (None, "PRINT(FX())", "0"),
+    (Decimal("0.12345678901234567891"), "PRINT(FX())", "0.12345678901234568"),
+    (Decimal("0.12345678901234567891"), "SETPRECISION(20);PRINT(FX())", "0.12345678901234567891"),
+])
+def test_an_effects_value_is_converted_like_a_plugin_builtins(run_anywhere, value, src, printed):
+    effect = Builtin("FX", 0, 0, "FX(): x. FX()", perform=lambda args: value, effect=True)
+    assert run_anywhere(src, builtins=[effect]).output == [printed]
+
+
+def test_an_effect_error_is_the_programs_error_at_the_call(run_anywhere):
+    def busy(args):
+        raise WarbleError("BUZZ: the buzzer is busy")
+    buzz = Builtin("BUZZ", 1, 1, "BUZZ(n): buzz. BUZZ(2)", perform=busy, effect=True)
+    result = run_anywhere('PRINT("a")\nx=1+BUZZ(1);PRINT("b")', builtins=[buzz])
+    assert (result.status, result.output) == ("error", ["a"])
+    assert (result.error.message, result.error.line, result.error.column) == ("BUZZ: the buzzer is busy", 2, 5)
+
+
+def test_an_effects_unusable_value_is_an_error_at_the_call(run_anywhere):
+    odd = Builtin("ODD", 0, 0, "ODD(): x. ODD()", perform=lambda args: object(), effect=True)
+    error = run_anywhere("x=1;ODD()", builtins=[odd]).error
+    assert (error.message, error.line, error.column) == ("ODD returned a value Warble cannot use", 1, 5)
 
 
 @pytest.mark.parametrize("src, message", [

@@ -169,8 +169,8 @@ def test_float_overflow_is_a_clear_error():
     assert out("x=16.0^255;PRINT(x>1)") == ["1"]
 
 
-def test_endless_effects():
+def test_endless_effects(run_anywhere):
     effects = RecordingEffects()
-    result = run("WHILE(1){LIGHTS(0,1,2,3)}", effects=effects, limits=Limits(max_effects=50))
+    result = run_anywhere("WHILE(1){LIGHTS(0,1,2,3)}", effects=effects, limits=Limits(max_effects=50))
     assert result.error.message == "too many effects: at most 50 LIGHTS, PLAYSOUND and the like per run"
     assert len(effects.events) == 50

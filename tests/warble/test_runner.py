@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from plugin_builtins import DOUBLE, Buzzer
+from plugin_builtins import DOUBLE, PID, Buzzer, broken
 from pidaemon.warble import (Builtin, Limits, MemoryStore, RecordingEffects, Runner, SqliteStore,
                              compile_program, lights_builtin)
 
@@ -101,6 +101,16 @@ def test_plugin_effect_is_performed_in_the_parent(runner):
     buzz = Builtin("BUZZ", 1, 1, "BUZZ(n): buzz. BUZZ(2)", perform=buzzer, effect=True)
     assert runner.run("BUZZ(2);BUZZ(3)", builtins=[buzz]).status == "ok"
     assert buzzer.calls == [(2,), (3,)]          # this process's object: not a copy in the child
+
+
+def test_a_failing_device_is_an_error_at_the_call_and_the_child_goes_on():
+    buzz = Builtin("BUZZ", 0, 0, "BUZZ(): buzz. BUZZ()", perform=broken, effect=True)
+    with Runner(jobs_per_child=100) as runner:
+        failed = runner.run("PRINT(PID());x=BUZZ()", builtins=[buzz, PID])
+        after = runner.run("PRINT(PID())", builtins=[PID])
+    assert failed.status == "error" and "0xdeadbeef" not in failed.error.message
+    assert (failed.error.message, failed.error.line, failed.error.column) == ("BUZZ could not be performed", 1, 16)
+    assert after.output == failed.output          # the same sandbox process: the runner did not stop it
 
 
 def test_save_load_go_to_the_parents_store(runner, tmp_path):

@@ -1,11 +1,15 @@
-"""The SAVE/LOAD stores: interface, quotas and persistence."""
+"""The SAVE/LOAD stores: interface, quotas and persistence; the value codec."""
 import decimal
 
+import mpmath
 import pytest
 
 from conftest import out
-from pidaemon.warble import MemoryStore, SqliteStore
+from pidaemon.warble import MemoryStore, SqliteStore, WarbleError
+from pidaemon.warble import store as store_module
 from pidaemon.warble.errors import QuotaExceeded
+from pidaemon.warble.protocol import ProtocolError, pack_value, unpack_value
+from pidaemon.warble.values import decode_value, encode_value
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -66,3 +70,32 @@ def test_store_failure_is_a_clear_error():
     from conftest import run
     assert run('x=LOAD("a")', store=Down()).error.message == "LOAD: storage is not available"
     assert run('SAVE("a",1)', store=Down()).error.message == "SAVE: storage is not available"
+
+
+# ---- the value codec shared by the stores and the runner's pipe ----------------------
+
+@pytest.mark.parametrize("value, encoded, decoded", [
+    (10**40, ("int", "1" + "0" * 40), 10**40), (-7, ("int", "-7"), -7), (True, ("int", "1"), 1),
+    (1.5, ("float", "1.5"), 1.5), ("h\u00e9llo", ("str", "h\u00e9llo"), "h\u00e9llo"),
+    (decimal.Decimal("3.14159"), ("dec", "3.14159"), decimal.Decimal("3.14159")),
+    (mpmath.mpf(1) / 3, ("dec", "0.333333333333333"), decimal.Decimal("0.333333333333333")),
+])
+def test_one_codec_for_stores_and_the_pipe(value, encoded, decoded):
+    assert encode_value(value) == encoded
+    assert decode_value(*encoded) == unpack_value(pack_value(value)) == decoded
+    assert type(decode_value(*encoded)) is type(decoded)
+    assert store_module.encode_value is encode_value and store_module.decode_value is decode_value  # plugins' path
+
+
+def test_the_codec_refuses_what_it_does_not_keep():
+    with pytest.raises(WarbleError, match="cannot store a value of type list"):
+        encode_value([1])
+    with pytest.raises(ProtocolError):
+        pack_value([1])
+    for kind, text in (("int", "one"), ("dec", "pi"), ("float", "x"), ("bytes", "1")):
+        with pytest.raises(ValueError):
+            decode_value(kind, text)
+        with pytest.raises(ProtocolError):
+            unpack_value([kind, text])
+    with pytest.raises(ProtocolError, match="bad value"):
+        unpack_value(["int", 1])

@@ -14,11 +14,12 @@ import json
 import urllib.request
 from html import unescape
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from pidaemon import hookimpl
-from pidaemon.schema import Integer, Number, Section, String
+from pidaemon.schema import Integer, Number, String, settings
+
+from . import hookspecs
 
 
 class _TextOfHtml(HTMLParser):
@@ -47,21 +48,25 @@ def html_to_text(html: str) -> str:
     return unescape("".join(parser.parts)).strip()
 
 
-class MastodonFeed:
-    config_schema = Section({
-        "instance": String(pattern=r"https?://[^/\s]+", pattern_doc="an http(s)://host URL"),
-        "hashtag": String(default="pi", pattern=r"[A-Za-z0-9_]+", pattern_doc="a hashtag without #"),
-        "interval": Number(min=1, default=30, doc="seconds between two polls"),
-        "limit": Integer(min=1, max=40, default=40, doc="statuses per poll"),
-        "access_token": String(default=None),
-        "timeout": Number(min=1, default=15),
-    })
+@settings
+class MastodonFeedSettings:
+    instance: str = String(pattern=r"https?://[^/\s]+", pattern_doc="an http(s)://host URL")
+    hashtag: str = String(default="pi", pattern=r"[A-Za-z0-9_]+", pattern_doc="a hashtag without #")
+    interval: float = Number(min=1, default=30, doc="seconds between two polls")
+    limit: int = Integer(min=1, max=40, default=40, doc="statuses per poll")
+    access_token: str | None = String(default=None)
+    timeout: float = Number(min=1, default=15)
 
-    def __init__(self, node, config):
+
+class MastodonFeed:
+    config_schema = MastodonFeedSettings
+    hookspecs = hookspecs
+
+    def __init__(self, node, config: MastodonFeedSettings):
         self.node = node
         self.config = config
-        self.host = urlsplit(config["instance"]).netloc
-        self.state_file = node.state_dir / f"mastodon-{self.host}-{config['hashtag']}.json"
+        self.host = urlsplit(config.instance).netloc
+        self.state_file = node.state_dir / f"mastodon-{self.host}-{config.hashtag}.json"
         self.submit_post = None
         self.since_id: str | None = None
         self.stats = {"polls": 0, "posts": 0, "errors": 0}
@@ -85,16 +90,16 @@ class MastodonFeed:
                     self._take(status)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self.stats["errors"] += 1
-                self.node.log.warning("mastodon feed %s #%s: %s", self.host, self.config["hashtag"], exc)
-            await asyncio.sleep(self.config["interval"])
+                self.node.log.warning("mastodon feed %s #%s: %s", self.host, self.config.hashtag, exc)
+            await asyncio.sleep(self.config.interval)
 
     def _fetch(self) -> list[dict]:
-        url = (f"{self.config['instance'].rstrip('/')}/api/v1/timelines/tag/{quote(self.config['hashtag'])}"
-               f"?limit={self.config['limit']}" + (f"&since_id={quote(self.since_id)}" if self.since_id else ""))
+        url = (f"{self.config.instance.rstrip('/')}/api/v1/timelines/tag/{quote(self.config.hashtag)}"
+               f"?limit={self.config.limit}" + (f"&since_id={quote(self.since_id)}" if self.since_id else ""))
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        if self.config["access_token"]:
-            request.add_header("Authorization", f"Bearer {self.config['access_token']}")
-        with urllib.request.urlopen(request, timeout=self.config["timeout"]) as response:
+        if self.config.access_token:
+            request.add_header("Authorization", f"Bearer {self.config.access_token}")
+        with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
             statuses = json.loads(response.read())
         if not isinstance(statuses, list):
             raise ValueError("the timeline is not a list of statuses")

@@ -33,6 +33,8 @@ import re
 import struct
 from dataclasses import asdict, dataclass
 
+from pidaemon.names import NAME_DOC, is_name, is_topic_prefix
+
 MAGIC = b"PIDA"
 PROTOCOL_VERSION = 1
 MAX_DATAGRAM_SIZE = 1024
@@ -45,9 +47,6 @@ MDNS_CHUNK = 200  # characters of base64 per TXT value (each value must stay und
 
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?")
-_TOPIC_WORD = r"[A-Za-z0-9_.\-]+"
-_PREFIX = re.compile(_TOPIC_WORD + r"(?:/" + _TOPIC_WORD + r")*")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 class DatagramError(ValueError):
@@ -148,13 +147,13 @@ def _check_fields(fields: dict) -> dict:
         if not isinstance(value, str):
             raise DatagramError(f"field {name!r} missing or not a string")
         out[name] = value
-    if not _NAME.fullmatch(out["cluster"]):
-        raise DatagramError("field 'cluster' is not 1-64 letters, digits, '_', '-' or '.'")
-    if not _NAME.fullmatch(out["server"]):
+    if not is_name(out["cluster"]):
+        raise DatagramError(f"field 'cluster' is not {NAME_DOC}")
+    if not is_name(out["server"]):
         raise DatagramError("field 'server' is not a node id")
     if not _valid_host(out["host"]):
         raise DatagramError("field 'host' is not a host name or IP address")
-    if len(out["prefix"]) > 128 or not _PREFIX.fullmatch(out["prefix"]):
+    if len(out["prefix"]) > 128 or not is_topic_prefix(out["prefix"]):
         raise DatagramError("field 'prefix' is not a topic prefix")
     port = fields.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:

@@ -14,8 +14,9 @@ Topics (see docs/protocol.md, "Warble"):
   store on the server with per-user quotas.
 - `<prefix>/warble/leaderboard` (retained): the most digits of pi printed.
 
-Needs the `registry` plugin on the same node: it says which workers are
-healthy and how loaded they are.
+Needs the `registry` plugin on the same node (found with `node.lookup`): it
+says which workers are healthy and how loaded they are, and its `NODE_STATE`
+event tells when one leaves.
 """
 
 from __future__ import annotations
@@ -23,65 +24,72 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.jobqueue import Job, JobQueue, QueueLimits, QueueRefused
-from pidaemon.leaderboard import Leaderboard, pi_decimals
-from pidaemon.posts import NoWarble, extract_warble
-from pidaemon.scheduler import WorkerLoad, pick_worker
-from pidaemon.schema import Integer, Number, Section, String
-from pidaemon.warble import Limits, SqliteStore, WarbleError, compile_program
-from pidaemon.warble.store import decode_value, encode_value
+from pidaemon.schema import Integer, Number, String, settings
+from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
 from pidaemon.warble.errors import QuotaExceeded
+from pidaemon.warble.posts import NoWarble, program_of
+from pidaemon.warble.store import decode_value, encode_value
+from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
+
+from . import hookspecs
+from .hookspecs import WarbleHooks
+from .jobqueue import Job, JobQueue, QueueLimits, QueueRefused
+from .leaderboard import Leaderboard, pi_decimals
+from .worker_choice import WorkerLoad, pick_worker
 
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
 CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
 
 
-class WarbleServer:
-    config_schema = Section({
-        "db": String(default=None, doc="the job queue's SQLite file; default <state_dir>/warble-jobs.sqlite3"),
-        "store_db": String(default=None, doc="SAVE/LOAD values; default <state_dir>/warble-store.sqlite3"),
-        "cpu_threshold": Number(min=0, default=30, doc="a worker above this CPU percent gets no new job"),
-        "slots_per_worker": Integer(min=1, default=None, doc="jobs per worker at once; default its core count"),
-        "job_time_limit": Number(min=0.1, default=30, doc="the workers' Warble time limit, in seconds"),
-        "lease_margin": Number(min=0.1, default=15,
-                               doc="seconds beyond the time limit before a silent worker's job is re-queued"),
-        "max_attempts": Integer(min=1, default=3),
-        "queue_deadline": Number(min=1, default=600, doc="seconds a job may wait before it expires"),
-        "per_user_queued": Integer(min=1, default=200, doc="a user's share of the queue"),
-        "per_user_rate": Number(min=0.01, default=5, doc="submissions per second per user"),
-        "per_user_burst": Integer(min=1, default=50),
-        "max_source_length": Integer(min=1, default=280, doc="characters of a program"),
-        "max_submission_length": Integer(min=1, default=4096,
-                                         doc="characters of a submission (a post around its #pi{...}) read at all"),
-        "max_rejected_kept": Integer(min=10, default=10_000,
+@settings
+class WarbleServerSettings:
+    db: str | None = String(default=None, doc="the job queue's SQLite file; default <state_dir>/warble-jobs.sqlite3")
+    store_db: str | None = String(default=None, doc="SAVE/LOAD values; default <state_dir>/warble-store.sqlite3")
+    cpu_threshold: float = Number(min=0, default=30, doc="a worker above this CPU percent gets no new job")
+    slots_per_worker: int | None = Integer(min=1, default=None, doc="jobs per worker at once; default its core count")
+    job_time_limit: float = Number(min=0.1, default=30, doc="the workers' Warble time limit, in seconds")
+    lease_margin: float = Number(min=0.1, default=15,
+                                 doc="seconds beyond the time limit before a silent worker's job is re-queued")
+    max_attempts: int = Integer(min=1, default=3)
+    queue_deadline: float = Number(min=1, default=600, doc="seconds a job may wait before it expires")
+    per_user_queued: int = Integer(min=1, default=200, doc="a user's share of the queue")
+    per_user_rate: float = Number(min=0.01, default=5, doc="submissions per second per user")
+    per_user_burst: int = Integer(min=1, default=50)
+    max_source_length: int = Integer(min=1, default=280, doc="characters of a program")
+    max_submission_length: int = Integer(min=1, default=4096,
+                                         doc="characters of a submission (a post around its #pi{...}) read at all")
+    max_rejected_kept: int = Integer(min=10, default=10_000,
                                      doc="records of refused submissions kept, the newest; a flood of bad "
-                                         "submissions cannot fill the disk"),
-        "keep_results": Number(min=60, default=30 * 86400,
-                               doc="seconds finished jobs stay in the queue file (history, GET /warbles/<id>)"),
-        "max_saved_keys": Integer(min=1, default=100, doc="SAVE names per user"),
-        "max_saved_value_length": Integer(min=1, default=4096),
-    })
+                                         "submissions cannot fill the disk")
+    keep_results: float = Number(min=60, default=30 * 86400,
+                                 doc="seconds finished jobs stay in the queue file (history, GET /warbles/<id>)")
+    max_saved_keys: int = Integer(min=1, default=100, doc="SAVE names per user")
+    max_saved_value_length: int = Integer(min=1, default=4096)
 
-    def __init__(self, node, config):
+
+class WarbleServer:
+    config_schema = WarbleServerSettings
+    hookspecs = hookspecs
+
+    def __init__(self, node, config: WarbleServerSettings):
         self.node = node
         self.config = config
         state = node.state_dir
-        self.db_path = Path(config["db"]) if config["db"] else state / "warble-jobs.sqlite3"
-        self.store_path = Path(config["store_db"]) if config["store_db"] else state / "warble-store.sqlite3"
-        self.limits = Limits(max_program_length=config["max_source_length"])
-        self.lease = config["job_time_limit"] + self.limits.kill_grace + config["lease_margin"]
+        self.db_path = Path(config.db) if config.db else state / "warble-jobs.sqlite3"
+        self.store_path = Path(config.store_db) if config.store_db else state / "warble-store.sqlite3"
+        self.limits = Limits(max_program_length=config.max_source_length)
+        self.lease = config.job_time_limit + self.limits.kill_grace + config.lease_margin
         self.queue: JobQueue | None = None
         self.store: SqliteStore | None = None
         self.leaderboard: Leaderboard | None = None
-        self.registry = None
+        self.registry: RegistryPlugin | None = None
         self._wake = asyncio.Event()
         self._next_cleanup = 0.0
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
@@ -91,18 +99,15 @@ class WarbleServer:
 
     @hookimpl
     def pidaemon_configure(self, node):
-        self.registry = node.plugin("registry")
-        if self.registry is None:
-            raise RuntimeError('the warble_server plugin needs the "registry" plugin on the same node')
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.registry = node.lookup(RegistryPlugin)
+        config = self.config
         self.queue = JobQueue(self.db_path, QueueLimits(
-            max_attempts=self.config["max_attempts"], queue_deadline=self.config["queue_deadline"],
-            per_user_queued=self.config["per_user_queued"], per_user_rate=self.config["per_user_rate"],
-            per_user_burst=self.config["per_user_burst"], max_rejected_kept=self.config["max_rejected_kept"]))
-        self.store = SqliteStore(str(self.store_path), self.config["max_saved_keys"],
-                                 self.config["max_saved_value_length"])
-        self.leaderboard = Leaderboard(sqlite3.connect(str(self.db_path), isolation_level=None))
-        self.registry.add_listener(self._node_changed)
+            max_attempts=config.max_attempts, queue_deadline=config.queue_deadline,
+            per_user_queued=config.per_user_queued, per_user_rate=config.per_user_rate,
+            per_user_burst=config.per_user_burst, max_rejected_kept=config.max_rejected_kept))
+        self.store = SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length)
+        self.leaderboard = Leaderboard(self.queue.db)  # the queue's file and connection
+        node.events.on(NODE_STATE, self._node_changed)
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
@@ -115,7 +120,7 @@ class WarbleServer:
     async def pidaemon_startup(self, node):
         await asyncio.to_thread(pi_decimals)  # the leaderboard's reference digits, off the event loop
         node.spawn(self._dispatch_forever(), name="warble-dispatch")
-        node.call_hook("pidaemon_warble_intake", submit_post=self.submit_post)
+        WarbleHooks(node).intake(self.submit_post)
 
     @hookimpl
     def pidaemon_connected(self, node):
@@ -124,7 +129,6 @@ class WarbleServer:
 
     @hookimpl
     def pidaemon_shutdown(self, node):
-        self.registry.listeners.remove(self._node_changed)
         for resource in (self.queue, self.store):
             if resource is not None:
                 resource.close()
@@ -187,23 +191,24 @@ class WarbleServer:
     def submit(self, user: str, source: str, *, job_id: str | None = None, post_id: str | None = None,
                reply_to: str | None = None, correlation: bytes | None = None) -> dict[str, Any]:
         """Check and queue a program; returns the acknowledgement or the rejection (also published)."""
-        problem = _check_submission(user, source, job_id, self.config["max_submission_length"])
+        problem = _check_submission(user, source, job_id, self.config.max_submission_length)
         if problem:
             # Neither the client's id nor the oversized text goes anywhere: a new id, a short record.
             return self._reject(str(user)[:MAX_NAME], source[:MAX_NAME], problem, None, None, reply_to, correlation)
         existing = self.queue.find(job_id=job_id, post_id=post_id)
         if existing is not None:
             return self._ack(existing)
-        if "#pi" in source.lower():
-            try:
-                source = extract_warble(source)
-            except NoWarble as exc:
-                return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
+        try:
+            source = program_of(source)
+        except NoWarble as exc:
+            return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
         try:
             compile_program(source, limits=self.limits)
-        except WarbleError as exc:
-            if not _maybe_a_plugin_builtin(exc):
+        except UnknownFunction as exc:
+            if not exc.may_be_plugin_builtin:  # else the worker that runs it, with its plugins, judges
                 return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
+        except WarbleError as exc:
+            return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
         try:
             job, created = self.queue.submit(user, source, job_id=job_id, post_id=post_id, reply_topic=reply_to,
                                              correlation=correlation)
@@ -266,8 +271,8 @@ class WarbleServer:
         in_flight = self.queue.in_flight()
         loads = []
         for node_id in self.registry.healthy_nodes("warble"):
-            record = self.registry.records[node_id]  # the record itself: record() copies it into a dict
-            capacity = self.config["slots_per_worker"] or record.cpu_count or 1
+            record = self.registry.node_record(node_id)
+            capacity = self.config.slots_per_worker or record.cpu_count or 1
             cpu = (record.telemetry or {}).get("cpu_percent")
             loads.append(WorkerLoad(node_id, cpu, capacity, in_flight.get(node_id, 0)))
         return loads
@@ -277,7 +282,7 @@ class WarbleServer:
             return
         loads = {w.node: w for w in self._worker_loads()}
         while loads:
-            worker = pick_worker(list(loads.values()), self.config["cpu_threshold"])
+            worker = pick_worker(list(loads.values()), self.config.cpu_threshold)
             if worker is None:
                 return
             job = self.queue.next_job()
@@ -296,9 +301,9 @@ class WarbleServer:
         now = time.monotonic()
         if now >= self._next_cleanup:
             self._next_cleanup = now + CLEANUP_INTERVAL
-            forgotten = self.queue.forget_finished(self.config["keep_results"])
+            forgotten = self.queue.forget_finished(self.config.keep_results)
             if forgotten:
-                self.node.log.info("forgot %d finished jobs older than %g s", forgotten, self.config["keep_results"])
+                self.node.log.info("forgot %d finished jobs older than %g s", forgotten, self.config.keep_results)
         for job in self.queue.expire_queued():
             self.stats["expired"] += 1
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
@@ -310,7 +315,7 @@ class WarbleServer:
                 for job in self.queue.requeue_from(node_id):
                     self._after_requeue(job)
 
-    def _node_changed(self, record, old_state: str) -> None:
+    def _node_changed(self, record: NodeRecord, old_state: str) -> None:
         if record.state != "online":
             for job in self.queue.requeue_from(record.id):
                 self._after_requeue(job)
@@ -376,9 +381,8 @@ class WarbleServer:
                 answer["value"] = None if value is None else list(encode_value(value))
             else:
                 kind, text = request["value"]
-                if not isinstance(text, str) or len(text) > self.config["max_saved_value_length"] + 32:
-                    raise QuotaExceeded(f"SAVE: a value is at most {self.config['max_saved_value_length']} "
-                                        f"characters")
+                if not isinstance(text, str) or len(text) > self.config.max_saved_value_length + 32:
+                    raise QuotaExceeded(f"SAVE: a value is at most {self.config.max_saved_value_length} characters")
                 self.store.set(user, name, decode_value(kind, text))
         except QuotaExceeded as exc:
             answer.update(error=exc.message, quota=True)
@@ -411,16 +415,6 @@ def _check_submission(user: Any, source: Any, job_id: str | None, max_length: in
     if len(source) > max_length:
         return f"the submission is {len(source)} characters long; at most {max_length} are read"
     return None
-
-
-def _maybe_a_plugin_builtin(error: WarbleError) -> bool:
-    """An unknown upper-case function may be a built-in that the workers' plugins add.
-
-    The server cannot know every worker's plugins, so such a program is queued
-    and the worker that runs it gives the final answer.
-    """
-    name = error.message.removeprefix("unknown function ")
-    return error.message.startswith("unknown function ") and name.isupper() and ":" not in name
 
 
 def _optional_str(value: Any) -> str | None:

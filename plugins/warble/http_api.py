@@ -4,7 +4,7 @@
     GET  /warbles/<id>       status and result
     GET  /warbles?user=NAME  a user's history
     GET  /leaderboard        most digits of pi
-    GET  /openapi.yaml       the description of this API (docs/openapi.yaml)
+    GET  /openapi.yaml       the description of this API (openapi.yaml, beside this module)
 
 Served by the standard library's threading HTTP server; each request is
 handed to the `warble_server` plugin on the event loop.
@@ -22,28 +22,33 @@ from urllib.parse import parse_qs, urlsplit
 
 from pidaemon import hookimpl
 from pidaemon.config import parse_listen_address
-from pidaemon.schema import Checked, Integer, Section
+from pidaemon.schema import Checked, Integer, settings
+
+from .server import WarbleServer
 
 OPENAPI_FILE = "openapi.yaml"
 
 
-class WarbleHttp:
-    config_schema = Section({
-        "listen": Checked(parse_listen_address, default="127.0.0.1:8080", expected="HOST:PORT"),
-        "max_body": Integer(min=64, default=8192, doc="bytes accepted in a request body"),
-    })
+@settings
+class WarbleHttpSettings:
+    listen: tuple[str, int] = Checked(parse_listen_address, default="127.0.0.1:8080", expected="HOST:PORT")
+    max_body: int = Integer(min=64, default=8192, doc="bytes accepted in a request body")
 
-    def __init__(self, node, config):
+
+class WarbleHttp:
+    config_schema = WarbleHttpSettings
+
+    def __init__(self, node, config: WarbleHttpSettings):
         self.node = node
-        self.host, self.port = config["listen"]
-        self.max_body = config["max_body"]
+        self.host, self.port = config.listen
+        self.max_body = config.max_body
+        self.service: WarbleServer | None = None
         self.server: ThreadingHTTPServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @hookimpl
     def pidaemon_configure(self, node):
-        if node.plugin("warble_server") is None:
-            raise RuntimeError('the warble_http plugin needs the "warble_server" plugin on the same node')
+        self.service = node.lookup(WarbleServer)
 
     @hookimpl
     def pidaemon_startup(self, node):
@@ -88,7 +93,7 @@ class WarbleHttp:
 
             def do_GET(self):
                 url = urlsplit(self.path)
-                service = plugin.node.plugin("warble_server")
+                service = plugin.service
                 if url.path == "/warbles":
                     user = parse_qs(url.query).get("user", [None])[0]
                     if not user:
@@ -102,7 +107,7 @@ class WarbleHttp:
                 if url.path == "/leaderboard":
                     return self.send_json(HTTPStatus.OK, plugin.call(service.leaderboard.snapshot))
                 if url.path == "/openapi.yaml":
-                    body = resources.files("pidaemon").joinpath(OPENAPI_FILE).read_bytes()
+                    body = resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
                     self.send_response(HTTPStatus.OK)
                     self.send_header("Content-Type", "application/yaml")
                     self.send_header("Content-Length", str(len(body)))
@@ -136,7 +141,7 @@ class WarbleHttp:
                         return self.error(HTTPStatus.BAD_REQUEST, 'expected {"user": str, "source": str}')
                     text, user = request["source"], str(request.get("user") or user)
                     job_id = None if request.get("id") is None else str(request["id"])
-                service = plugin.node.plugin("warble_server")
+                service = plugin.service
                 answer = plugin.call(service.submit, user, text, job_id=job_id)
                 status = HTTPStatus.UNPROCESSABLE_ENTITY if answer.get("status") == "rejected" else HTTPStatus.ACCEPTED
                 return self.send_json(status, answer)

@@ -6,7 +6,9 @@ The worker answers on `<prefix>/nodes/<id>/reply/warble`, first
 "result": {...}}` (status, output, error with line/column, steps, elapsed).
 
 Each job runs through the isolating runner (`pidaemon.warble.Runner`) in a
-thread, so the event loop never waits for a program.  The program's built-ins
+thread, so the event loop never waits for a program; a program that embeds
+the daemon may lend one runner to many workers (`Daemon(lend=[runner])`, as
+the simulator does).  The program's built-ins
 come from every plugin's `pidaemon_warble_builtins`; this plugin contributes
 LIGHTS and PLAYSOUND, which become MQTT commands (`<prefix>/lights/set`,
 `<prefix>/sound/play`) for the lamp and the speaker.  SAVE and LOAD go to the
@@ -24,10 +26,13 @@ from typing import Any
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Checked, Integer, Number, Section
+from pidaemon.schema import Checked, Integer, Number, settings
 from pidaemon.warble import Limits, Runner, lights_builtin, playsound_builtin
 from pidaemon.warble.errors import QuotaExceeded, WarbleError
 from pidaemon.warble.store import decode_value, encode_value
+
+from . import hookspecs
+from .hookspecs import WarbleHooks
 
 MAX_SOURCE_LENGTH = 10_000  # bytes accepted from the job topic before the runner's own length check
 
@@ -70,24 +75,27 @@ class RemoteStore:
         return answer
 
 
-class WarbleWorker:
-    config_schema = Section({
-        "slots": Integer(min=1, default=None, doc="jobs at once; default: the number of CPU cores"),
-        "store_timeout": Number(min=0.1, default=3.0, doc="seconds to wait for SAVE/LOAD from the server"),
-        "max_store_reads": Integer(min=1, default=1000, doc="LOADs per run (each asks the server)"),
-        "jobs_per_child": Integer(min=1, default=100,
+@settings
+class WarbleWorkerSettings:
+    slots: int | None = Integer(min=1, default=None, doc="jobs at once; default: the number of CPU cores")
+    store_timeout: float = Number(min=0.1, default=3.0, doc="seconds to wait for SAVE/LOAD from the server")
+    max_store_reads: int = Integer(min=1, default=1000, doc="LOADs per run (each asks the server)")
+    jobs_per_child: int = Integer(min=1, default=100,
                                   doc="programs one sandbox process runs before it is replaced; "
-                                      "1 = a fresh process for every program (several times the CPU per program)"),
-        "limits": Checked(limits_from_config, default=None, expected="a mapping of Warble limits"),
-    })
+                                      "1 = a fresh process for every program (several times the CPU per program)")
+    limits: Limits | None = Checked(limits_from_config, default=None, expected="a mapping of Warble limits")
 
-    def __init__(self, node, config):
+
+class WarbleWorker:
+    config_schema = WarbleWorkerSettings
+    hookspecs = hookspecs
+
+    def __init__(self, node, config: WarbleWorkerSettings):
         self.node = node
-        self.slots = config["slots"] or os.cpu_count() or 1
-        self.store_timeout = config["store_timeout"]
-        self.max_store_reads = config["max_store_reads"]
-        self.jobs_per_child = config["jobs_per_child"]
-        self.limits: Limits = config["limits"] or Limits()
+        self.config = config
+        self.slots = config.slots or os.cpu_count() or 1
+        self.limits: Limits = config.limits or Limits()
+        self.hooks = WarbleHooks(node)
         self.runner: Runner | None = None
         self.owns_runner = False
         self.executor = ThreadPoolExecutor(self.slots, thread_name_prefix=f"warble-{node.id}")
@@ -128,11 +136,11 @@ class WarbleWorker:
     @hookimpl
     async def pidaemon_startup(self, node):
         self.loop = asyncio.get_running_loop()
-        shared = node.services.get("warble_runner")  # lent by the simulator to all its workers
+        shared = node.lookup(Runner, default=None)  # lent by the simulator to all its workers
         if shared is not None:
             self.runner, self.owns_runner = shared, False
             return
-        self.runner = Runner(self.limits, max_jobs=self.slots, jobs_per_child=self.jobs_per_child)
+        self.runner = Runner(self.limits, max_jobs=self.slots, jobs_per_child=self.config.jobs_per_child)
         self.owns_runner = True
         await asyncio.to_thread(self.runner.start)  # the warm zygote: imports once, forks the sandboxes
 
@@ -168,7 +176,7 @@ class WarbleWorker:
         reply = self.node.topics.reply(self.node.id, "warble")
         try:
             self.node.publish(reply, {"id": job["id"], "node": self.node.id, "state": "running"}, qos=1)
-            builtins = self.node.collect_warble_builtins()
+            builtins = self.hooks.builtins()
             result = await self.loop.run_in_executor(self.executor, self._run_in_thread, job, builtins)
             payload = result.to_dict()
         except Exception as exc:  # the runner itself failed: report it, keep serving
@@ -185,7 +193,7 @@ class WarbleWorker:
     def _run_in_thread(self, job: dict, builtins: list):
         self._job_of_thread.job = job
         try:
-            store = RemoteStore(self, self.store_timeout, self.max_store_reads)
+            store = RemoteStore(self, self.config.store_timeout, self.config.max_store_reads)
             return self.runner.run(job["source"], user=job["user"], store=store, builtins=builtins)
         finally:
             self._job_of_thread.job = None

@@ -29,98 +29,62 @@ import asyncio
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Boolean, Integer, Number, Section, String
-from pidaemon.telemetry_summary import summarize_telemetry
+from pidaemon.schema import Boolean, Integer, Number, String, settings
+from pidaemon.sqlite import connect
+from pidaemon.topics import MAX_PING_SPREAD
 
-from .ping import MAX_SPREAD
+from .record import INFO_FIELDS, STATES, NodeRecord
+from .telemetry_summary import summarize_telemetry
 
+# The event other plugins listen to (`node.events.on(NODE_STATE, handler)`):
+# handler(record=NodeRecord, old_state=str), after each change of a node's state.
+NODE_STATE = "registry:node_state"
 REGISTRY_SCHEMA_VERSION = 1
-STATES = ("online", "unhealthy", "offline", "unknown")
-INFO_FIELDS = ("role", "hostname", "ip", "mac", "os", "machine", "version", "cpu_count", "memory_total")
 
 
-@dataclass
-class NodeRecord:
-    id: str
-    state: str = "unknown"
-    since: float = 0.0
-    last_seen: float | None = None
-    role: str | None = None
-    hostname: str | None = None
-    ip: str | None = None
-    mac: str | None = None
-    os: str | None = None
-    machine: str | None = None
-    version: str | None = None
-    cpu_count: int | None = None
-    memory_total: int | None = None
-    capabilities: list[str] = field(default_factory=list)
-    failed_plugins: list[str] = field(default_factory=list)
-    misses: int = 0
-    telemetry: dict[str, Any] | None = None
-    # Not published nor stored: health bookkeeping.
-    answered_seq: int = field(default=0, repr=False)
-    expect_from_seq: int = field(default=0, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["answered_seq"], data["expect_from_seq"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NodeRecord":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__
-                 and k not in ("answered_seq", "expect_from_seq")}
-        return cls(**known)
+@settings
+class RegistrySettings:
+    db: str | None = String(default=None, doc="SQLite file; default: <node.state_dir>/registry.sqlite3")
+    topic: str = String(default="registry", doc="topic (under the prefix) of the retained registry")
+    ping_interval: float = Number(min=0.05, default=5, doc="seconds between two health pings")
+    ping_timeout: float | None = Number(min=0.05, default=None,
+                                        doc="seconds a node has to answer a ping; default: ping_interval")
+    missed_pings: int = Integer(min=1, default=3, doc="misses in a row that make an online node unhealthy")
+    ping_spread: float | None = Number(min=0, default=None,
+                                       doc="nodes answer after a random delay of up to this many seconds, so that "
+                                           "their answers do not all arrive at once; default: ping_timeout / 5, "
+                                           "at most 1 s; never more than ping_timeout / 2 nor 30 s")
+    publish_delay: float = Number(min=0, default=1, doc="seconds changes are gathered before the registry is published")
+    refresh_interval: float = Number(min=0.1, default=10,
+                                     doc="seconds between publications for telemetry summaries and last_seen alone")
+    health_topics: bool = Boolean(default=True, doc="publish each node's state retained on nodes/<id>/health")
+    flush_interval: float = Number(min=0.05, default=1, doc="seconds between two writes of changed records")
+    persist_interval: float = Number(min=0.1, default=30, doc="seconds between two writes of telemetry summaries")
+    forget_after: float | None = Number(min=0, default=None,
+                                        doc="drop a node offline for this many seconds; null: keep")
 
 
 class RegistryPlugin:
-    config_schema = Section({
-        "db": String(default=None, doc="SQLite file; default: <node.state_dir>/registry.sqlite3"),
-        "topic": String(default="registry", doc="topic (under the prefix) of the retained registry"),
-        "ping_interval": Number(min=0.05, default=5, doc="seconds between two health pings"),
-        "ping_timeout": Number(min=0.05, default=None,
-                               doc="seconds a node has to answer a ping; default: ping_interval"),
-        "missed_pings": Integer(min=1, default=3, doc="misses in a row that make an online node unhealthy"),
-        "ping_spread": Number(min=0, default=None,
-                              doc="nodes answer after a random delay of up to this many seconds, so that "
-                                  "their answers do not all arrive at once; default: ping_timeout / 5, "
-                                  "at most 1 s; never more than ping_timeout / 2 nor 30 s"),
-        "publish_delay": Number(min=0, default=1, doc="seconds changes are gathered before the registry is published"),
-        "refresh_interval": Number(min=0.1, default=10,
-                                   doc="seconds between publications for telemetry summaries and last_seen alone"),
-        "health_topics": Boolean(default=True, doc="publish each node's state retained on nodes/<id>/health"),
-        "flush_interval": Number(min=0.05, default=1, doc="seconds between two writes of changed records"),
-        "persist_interval": Number(min=0.1, default=30, doc="seconds between two writes of telemetry summaries"),
-        "forget_after": Number(min=0, default=None, doc="drop a node offline for this many seconds; null: keep"),
-    })
+    config_schema = RegistrySettings
 
-    def __init__(self, node, config):
+    def __init__(self, node, config: RegistrySettings):
         self.node = node
-        self.db_path = Path(config["db"]) if config["db"] else node.state_dir / "registry.sqlite3"
-        self.topic_name = config["topic"]
-        self.ping_interval = config["ping_interval"]
-        self.ping_timeout = min(config["ping_timeout"] or self.ping_interval, self.ping_interval)
-        self.missed_pings = config["missed_pings"]
-        spread = config["ping_spread"]
+        self.config = config
+        self.db_path = Path(config.db) if config.db else node.state_dir / "registry.sqlite3"
+        self.ping_interval = config.ping_interval
+        self.ping_timeout = min(config.ping_timeout or self.ping_interval, self.ping_interval)
+        spread = config.ping_spread
         self.ping_spread = min(min(1.0, self.ping_timeout / 5) if spread is None else spread,
-                               self.ping_timeout / 2, MAX_SPREAD)
-        self.publish_delay = config["publish_delay"]
-        self.refresh_interval = config["refresh_interval"]
-        self.health_topics = config["health_topics"]
-        self.flush_interval = config["flush_interval"]
-        self.persist_interval = config["persist_interval"]
-        self.forget_after = config["forget_after"]
+                               self.ping_timeout / 2, MAX_PING_SPREAD)
         self.records: dict[str, NodeRecord] = {}
         self.seq = 0
         self.publications = 0
-        self.listeners: list[Callable[[NodeRecord, str], None]] = []
+        node.events.declare(NODE_STATE, "a node's health state changed: record (NodeRecord), old_state (str)")
         self._db: sqlite3.Connection | None = None
         self._dirty_db: set[str] = set()        # state or info changed: written at the next flush
         self._dirty_db_minor: set[str] = set()  # telemetry or last_seen: written every persist_interval
@@ -137,8 +101,13 @@ class RegistryPlugin:
                       and (role is None or r.role == role))
 
     def record(self, node_id: str) -> dict[str, Any] | None:
+        """A copy of what the registry knows of a node, as published."""
         rec = self.records.get(node_id)
         return rec.to_dict() if rec else None
+
+    def node_record(self, node_id: str) -> NodeRecord | None:
+        """The registry's own record of a node, without a copy (a scheduler reads it for every job): never change it."""
+        return self.records.get(node_id)
 
     def snapshot(self) -> dict[str, Any]:
         """The registry as published on `<prefix>/registry`."""
@@ -147,10 +116,6 @@ class RegistryPlugin:
             counts[rec.state] += 1
         return {"schema": REGISTRY_SCHEMA_VERSION, "server": self.node.id, "time": round(time.time(), 3),
                 "counts": counts, "nodes": {i: self.records[i].to_dict() for i in sorted(self.records)}}
-
-    def add_listener(self, callback: Callable[[NodeRecord, str], None]) -> None:
-        """`callback(record, old_state)` after each change of a node's state (on the event loop)."""
-        self.listeners.append(callback)
 
     # ------------------------------------------------------------ hooks
 
@@ -213,7 +178,7 @@ class RegistryPlugin:
     # ------------------------------------------------------------ messages
 
     def _pong_topic(self) -> str:
-        return self.node.topic(self.topic_name, "pong", self.node.id)
+        return self.node.topic(self.config.topic, "pong", self.node.id)
 
     def _get(self, node_id: str, create: bool = True) -> NodeRecord | None:
         rec = self.records.get(node_id)
@@ -301,15 +266,11 @@ class RegistryPlugin:
         level = "warning" if state == "unhealthy" else "info"
         getattr(self.node.log, level)("registry: node %s is %s (was %s: %s)", rec.id, state, old, reason)
         self._changed(rec)
-        if self.health_topics and state != "unknown":
+        if self.config.health_topics and state != "unknown":
             self.node.publish(self.node.topic("nodes", rec.id, "health"),
                               {"node": rec.id, "state": state, "since": rec.since, "reason": reason,
                                "server": self.node.id}, qos=1, retain=True)
-        for listener in self.listeners:
-            try:
-                listener(rec, old)
-            except Exception as exc:
-                self.node.log.error("registry: a state listener failed: %s: %s", type(exc).__name__, exc)
+        self.node.events.emit(NODE_STATE, record=rec, old_state=old)
 
     def _changed(self, rec: NodeRecord) -> None:
         self._dirty_db.add(rec.id)
@@ -322,7 +283,7 @@ class RegistryPlugin:
         self._forgotten.add(node_id)
         self._dirty_db.discard(node_id)
         self._dirty_db_minor.discard(node_id)
-        if self.health_topics:
+        if self.config.health_topics:
             self.node.publish(self.node.topic("nodes", node_id, "health"), b"", qos=1, retain=True)
         self._schedule_publish()
 
@@ -345,17 +306,17 @@ class RegistryPlugin:
             if rec.state not in ("online", "unhealthy") or rec.expect_from_seq > seq or rec.answered_seq >= seq:
                 continue
             rec.misses += 1
-            if rec.state == "online" and rec.misses >= self.missed_pings:
+            if rec.state == "online" and rec.misses >= self.config.missed_pings:
                 misses = rec.misses
                 self._set_state(rec, "unhealthy", f"missed {misses} pings in a row")
                 rec.misses = misses
 
     def _forget_old(self) -> None:
-        if self.forget_after is None:
+        if self.config.forget_after is None:
             return
-        limit = time.time() - self.forget_after
+        limit = time.time() - self.config.forget_after
         for rec in [r for r in self.records.values() if r.state == "offline" and r.since < limit]:
-            self._forget(rec.id, f"offline for more than {self.forget_after} s")
+            self._forget(rec.id, f"offline for more than {self.config.forget_after} s")
 
     # ------------------------------------------------------------ publishing
 
@@ -366,7 +327,7 @@ class RegistryPlugin:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._publish_handle = loop.call_later(self.publish_delay, self._publish_registry)
+        self._publish_handle = loop.call_later(self.config.publish_delay, self._publish_registry)
 
     def _publish_registry(self) -> None:
         if self._publish_handle is not None:
@@ -376,22 +337,19 @@ class RegistryPlugin:
         if bus is not None and not bus.connected:
             return  # published on the next connection (pidaemon_connected); do not queue stale copies
         self._minor_changes = False
-        if self.node.publish(self.node.topic(self.topic_name), self.snapshot(), qos=1, retain=True):
+        if self.node.publish(self.node.topic(self.config.topic), self.snapshot(), qos=1, retain=True):
             self.publications += 1
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            await asyncio.sleep(self.config.refresh_interval)
             if self._minor_changes and self._publish_handle is None:
                 self._publish_registry()
 
     # ------------------------------------------------------------ SQLite
 
     def _open_db(self) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.db_path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(self.db_path)
         self._db.execute("CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record TEXT NOT NULL, "
                          "updated REAL NOT NULL)")
         loaded = 0
@@ -406,10 +364,10 @@ class RegistryPlugin:
             self.node.log.info("registry: %d nodes loaded from %s", loaded, self.db_path)
 
     async def _flush_loop(self) -> None:
-        ticks_per_persist = max(1, round(self.persist_interval / self.flush_interval))
+        ticks_per_persist = max(1, round(self.config.persist_interval / self.config.flush_interval))
         tick = 0
         while True:
-            await asyncio.sleep(self.flush_interval)
+            await asyncio.sleep(self.config.flush_interval)
             tick += 1
             try:
                 self._flush(everything=tick % ticks_per_persist == 0)

@@ -1,6 +1,6 @@
 """The server announces itself, so that nodes find the broker with no configuration.
 
-Every `interval`, a datagram (see `pidaemon.discovery_datagram`) goes by UDP to
+Every `interval`, a datagram (see `datagram.py`) goes by UDP to
 each address of `targets` on `port`: the LAN broadcast and the loopback
 broadcast by default, so that simulated nodes on the same desktop hear it too.
 The same bytes are published as the TXT record of an mDNS/DNS-SD service
@@ -18,30 +18,14 @@ import asyncio
 import ipaddress
 import socket
 import time
-from pathlib import Path
 
 from pidaemon import hookimpl
-from pidaemon.discovery_datagram import (DEFAULT_PORT, MDNS_SERVICE_TYPE, Announcement, DatagramError, encode,
-                                         to_txt)
+from pidaemon.names import NAME, NAME_DOC
 from pidaemon.nodeinfo import primary_ip
-from pidaemon.schema import Boolean, Integer, ListOf, Number, Section, String
+from pidaemon.schema import Boolean, Integer, ListOf, Number, String, settings
 
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
-
-
-def read_secret(config: dict) -> str | None:
-    """The shared secret from `secret` or `secret_file` (not both); None when neither is set."""
-    if config.get("secret") and config.get("secret_file"):
-        raise ValueError("give secret or secret_file, not both")
-    if config.get("secret_file"):
-        try:
-            secret = Path(config["secret_file"]).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"secret_file: cannot read {config['secret_file']}: {exc.strerror or exc}") from None
-        if not secret:
-            raise ValueError(f"secret_file {config['secret_file']} is empty")
-        return secret
-    return config.get("secret") or None
+from .datagram import DEFAULT_PORT, MDNS_SERVICE_TYPE, Announcement, DatagramError, encode, to_txt
+from .secret import SigningSettings
 
 
 def is_loopback(host: str) -> bool:
@@ -53,39 +37,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-SECRET_FIELDS = {
-    "secret": String(default=None, doc="shared secret: datagrams carry an HMAC-SHA256 made with it"),
-    "secret_file": String(default=None, doc="read the shared secret from this file (preferred)"),
-}
+@settings
+class AnnounceSettings(SigningSettings):
+    port: int = Integer(min=1, max=65535, default=DEFAULT_PORT, doc="UDP port the nodes listen on")
+    interval: float = Number(min=0.05, default=2, doc="seconds between two announcements")
+    targets: tuple[str, ...] = ListOf(String(), default=["255.255.255.255", "127.255.255.255"],
+                                      doc="addresses the datagram is sent to (broadcast, subnet broadcast "
+                                          "or unicast)")
+    cluster: str = String(default="picluster", pattern=NAME, pattern_doc=f"a cluster name ({NAME_DOC})",
+                          doc="cluster name; nodes can be set to accept only this one")
+    broker_host: str | None = String(default=None, doc="broker host to announce; default: see module doc")
+    broker_port: int | None = Integer(min=1, max=65535, default=None, doc="broker port; default: the server's own")
+    mdns: bool = Boolean(default=True, doc="also register an mDNS/DNS-SD service")
+    mdns_interfaces: tuple[str, ...] | None = ListOf(String(), default=None,
+                                                     doc="interface addresses for mDNS; null: all interfaces")
 
 
 class AnnouncePlugin:
-    config_schema = Section({
-        "port": Integer(min=1, max=65535, default=DEFAULT_PORT, doc="UDP port the nodes listen on"),
-        "interval": Number(min=0.05, default=2, doc="seconds between two announcements"),
-        "targets": ListOf(String(), default=["255.255.255.255", "127.255.255.255"],
-                          doc="addresses the datagram is sent to (broadcast, subnet broadcast or unicast)"),
-        "cluster": String(default="picluster", pattern=NAME_PATTERN, pattern_doc="a cluster name",
-                          doc="cluster name; nodes can be set to accept only this one"),
-        "broker_host": String(default=None, doc="broker host to announce; default: see module doc"),
-        "broker_port": Integer(min=1, max=65535, default=None, doc="broker port; default: the server's own"),
-        "mdns": Boolean(default=True, doc="also register an mDNS/DNS-SD service"),
-        "mdns_interfaces": ListOf(String(), default=None,
-                                  doc="interface addresses for mDNS; null: all interfaces"),
-        **SECRET_FIELDS,
-    })
+    config_schema = AnnounceSettings
 
-    def __init__(self, node, config):
+    def __init__(self, node, config: AnnounceSettings):
         self.node = node
-        self.port = config["port"]
-        self.interval = config["interval"]
-        self.targets = list(config["targets"])
-        self.cluster = config["cluster"]
-        self.broker_host = config["broker_host"]
-        self.broker_port = config["broker_port"]
-        self.mdns = config["mdns"]
-        self.mdns_interfaces = config["mdns_interfaces"]
-        self.secret = read_secret(config)
+        self.config = config
+        self.targets = list(config.targets)
+        self.secret = config.read_secret()
         self.sent = 0
         self.send_errors = 0
         self._failing_targets: set[str] = set()
@@ -97,11 +72,11 @@ class AnnouncePlugin:
 
     def announcement(self) -> Announcement:
         broker = self.node.broker
-        host = self.broker_host or broker.host
-        if not self.broker_host and is_loopback(host):
+        host = self.config.broker_host or broker.host
+        if not self.config.broker_host and is_loopback(host):
             host = primary_ip()
-        return Announcement(cluster=self.cluster, server=self.node.id, host=host,
-                            port=self.broker_port or broker.port, prefix=self.node.topics.prefix,
+        return Announcement(cluster=self.config.cluster, server=self.node.id, host=host,
+                            port=self.config.broker_port or broker.port, prefix=self.node.topics.prefix,
                             tls=broker.tls, time=round(time.time(), 3))
 
     def datagram(self) -> bytes:
@@ -117,11 +92,13 @@ class AnnouncePlugin:
         sock.setblocking(False)
         self._socket = sock
         node.spawn(self._announce_forever(), name="announce")
-        if self.mdns:
+        if self.config.mdns:
             node.spawn(self._register_mdns(), name="announce:mdns")
         node.log.info("announcing %s (cluster %s) on UDP port %d to %s every %s s%s%s",
-                      self.announcement().broker_url, self.cluster, self.port, ", ".join(self.targets) or "nobody",
-                      self.interval, " and by mDNS" if self.mdns else "", ", signed" if self.secret else "")
+                      self.announcement().broker_url, self.config.cluster, self.config.port,
+                      ", ".join(self.targets) or "nobody",
+                      self.config.interval, " and by mDNS" if self.config.mdns else "",
+                      ", signed" if self.secret else "")
 
     @hookimpl
     def pidaemon_info(self, node):
@@ -150,17 +127,17 @@ class AnnouncePlugin:
         reached = 0
         for target in self.targets:
             try:
-                self._socket.sendto(data, (target, self.port))
+                self._socket.sendto(data, (target, self.config.port))
             except OSError as exc:
                 self.send_errors += 1
                 if target not in self._failing_targets:
                     self._failing_targets.add(target)
                     self.node.log.warning("announce: cannot send to %s:%d: %s (will keep trying)",
-                                          target, self.port, exc.strerror or exc)
+                                          target, self.config.port, exc.strerror or exc)
                 continue
             if target in self._failing_targets:
                 self._failing_targets.discard(target)
-                self.node.log.info("announce: sending to %s:%d works again", target, self.port)
+                self.node.log.info("announce: sending to %s:%d works again", target, self.config.port)
             reached += 1
         self.sent += 1
         return reached
@@ -171,7 +148,7 @@ class AnnouncePlugin:
                 self.send_once()
             except DatagramError as exc:
                 self.node.log.error("announce: %s", exc)
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.config.interval)
 
     # ------------------------------------------------------------ mDNS
 
@@ -185,12 +162,12 @@ class AnnouncePlugin:
         except OSError:
             address = None
         info = AsyncServiceInfo(
-            MDNS_SERVICE_TYPE, f"{self.cluster}.{MDNS_SERVICE_TYPE}",
+            MDNS_SERVICE_TYPE, f"{self.config.cluster}.{MDNS_SERVICE_TYPE}",
             addresses=[address] if address else None, port=announcement.port,
             properties=to_txt(encode(announcement, self.secret)),
             server=f"{self.node.id}.local.",
         )
-        kwargs = {"interfaces": self.mdns_interfaces} if self.mdns_interfaces else {}
+        kwargs = {"interfaces": list(self.config.mdns_interfaces)} if self.config.mdns_interfaces else {}
         try:
             self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only, **kwargs)
             await self._zeroconf.async_register_service(info, allow_name_change=True)

@@ -3,7 +3,7 @@
 Implements `pidaemon_find_broker`: listen on the UDP port for the datagram the
 `announce` plugin broadcasts and, at the same time, browse mDNS/DNS-SD for the
 `_pidaemon._tcp.local.` service; the first valid announcement wins.  Every
-datagram goes through `pidaemon.discovery_datagram.decode` (size limit,
+datagram goes through `datagram.decode` (size limit,
 version, HMAC when a secret is configured); a rejected one is logged (the same
 kind at most once per `log_every` seconds, with a count) and changes nothing.
 
@@ -24,13 +24,13 @@ import time
 from pidaemon import hookimpl
 from pidaemon.config import parse_broker_url
 from pidaemon.daemon import DaemonError
-from pidaemon.discovery_datagram import (DEFAULT_PORT, MDNS_SERVICE_TYPE, Announcement, DatagramError, decode,
-                                         from_txt)
+from pidaemon.names import NAME, NAME_DOC
 from pidaemon.nodeinfo import interface_for_ip, mac_address, primary_ip
-from pidaemon.schema import Boolean, Integer, ListOf, Number, Section, String
+from pidaemon.schema import Boolean, Integer, ListOf, Number, String, settings
 from pidaemon.topics import Topics
 
-from .announce import NAME_PATTERN, SECRET_FIELDS, read_secret
+from .datagram import DEFAULT_PORT, MDNS_SERVICE_TYPE, Announcement, DatagramError, decode, from_txt
+from .secret import SigningSettings
 
 STILL_WAITING_EVERY = 30.0  # seconds between two "still waiting" log lines
 
@@ -46,39 +46,32 @@ class _Receiver(asyncio.DatagramProtocol):
         self.plugin.node.log.debug("discovery: socket error: %s", exc)
 
 
-class DiscoveryPlugin:
-    config_schema = Section({
-        "port": Integer(min=1, max=65535, default=DEFAULT_PORT, doc="UDP port of the server's announcements"),
-        "listen": String(default="0.0.0.0", doc="address to listen on (0.0.0.0: every interface)"),
-        "udp": Boolean(default=True, doc="listen for UDP announcements"),
-        "mdns": Boolean(default=True, doc="also browse mDNS/DNS-SD for the server"),
-        "mdns_interfaces": ListOf(String(), default=None, doc="interface addresses for mDNS; null: all"),
-        "cluster": String(default=None, pattern=NAME_PATTERN, pattern_doc="a cluster name",
-                          doc="accept only this cluster's announcements; null: any"),
-        "adopt_prefix": Boolean(default=True, doc="use the MQTT prefix the server announces"),
-        "follow": Boolean(default=True, doc="switch to a newly announced broker after losing the current one"),
-        "follow_after": Number(min=0, default=10, doc="seconds without a connection before switching"),
-        "timeout": Number(min=0.1, default=None, doc="give up after this many seconds; null: wait forever"),
-        "log_every": Number(min=0.1, default=60,
-                            doc="seconds between two log lines about the same kind of rejected datagram"),
-        **SECRET_FIELDS,
-    })
+@settings
+class DiscoverySettings(SigningSettings):
+    port: int = Integer(min=1, max=65535, default=DEFAULT_PORT, doc="UDP port of the server's announcements")
+    listen: str = String(default="0.0.0.0", doc="address to listen on (0.0.0.0: every interface)")
+    udp: bool = Boolean(default=True, doc="listen for UDP announcements")
+    mdns: bool = Boolean(default=True, doc="also browse mDNS/DNS-SD for the server")
+    mdns_interfaces: tuple[str, ...] | None = ListOf(String(), default=None,
+                                                     doc="interface addresses for mDNS; null: all")
+    cluster: str | None = String(default=None, pattern=NAME, pattern_doc=f"a cluster name ({NAME_DOC})",
+                                 doc="accept only this cluster's announcements; null: any")
+    adopt_prefix: bool = Boolean(default=True, doc="use the MQTT prefix the server announces")
+    follow: bool = Boolean(default=True, doc="switch to a newly announced broker after losing the current one")
+    follow_after: float = Number(min=0, default=10, doc="seconds without a connection before switching")
+    timeout: float | None = Number(min=0.1, default=None, doc="give up after this many seconds; null: wait forever")
+    log_every: float = Number(min=0.1, default=60,
+                              doc="seconds between two log lines about the same kind of rejected datagram")
 
-    def __init__(self, node, config):
+
+class DiscoveryPlugin:
+    config_schema = DiscoverySettings
+
+    def __init__(self, node, config: DiscoverySettings):
         self.node = node
-        self.port = config["port"]
-        self.listen = config["listen"]
-        self.udp = config["udp"]
-        self.mdns = config["mdns"]
-        self.mdns_interfaces = config["mdns_interfaces"]
-        self.cluster = config["cluster"]
-        self.adopt_prefix = config["adopt_prefix"]
-        self.follow = config["follow"]
-        self.follow_after = config["follow_after"]
-        self.timeout = config["timeout"]
-        self.log_every = config["log_every"]
-        self.secret = read_secret(config)
-        if not (self.udp or self.mdns):
+        self.config = config
+        self.secret = config.read_secret()
+        if not (config.udp or config.mdns):
             raise ValueError("enable udp, mdns or both")
         self.announcement: Announcement | None = None
         self.via: str | None = None
@@ -131,31 +124,32 @@ class DiscoveryPlugin:
         """Wait for the first valid announcement; the broker URL it names."""
         loop = asyncio.get_running_loop()
         self._found = loop.create_future()
-        if self.udp:
+        if self.config.udp:
             await self._listen_udp()
-        if self.mdns:
+        if self.config.mdns:
             self._mdns_task = loop.create_task(self._browse_mdns(), name=f"discovery:mdns:{self.node.id}")
-        ways = " and ".join(w for w, on in ((f"UDP port {self.port}", self.udp), ("mDNS", self.mdns)) if on)
+        ways = " and ".join(w for w, on in ((f"UDP port {self.config.port}", self.config.udp),
+                                            ("mDNS", self.config.mdns)) if on)
         self.node.log.info("no broker configured: waiting for the server's announcement (%s%s)", ways,
-                           f", cluster {self.cluster}" if self.cluster else "")
+                           f", cluster {self.config.cluster}" if self.config.cluster else "")
         started = loop.time()
         next_report = started + STILL_WAITING_EVERY
         try:
             while not self._found.done():
                 now = loop.time()
-                if self.timeout is not None and now - started >= self.timeout:
-                    raise DaemonError(f"no valid server announcement within {self.timeout} s ({ways})")
+                if self.config.timeout is not None and now - started >= self.config.timeout:
+                    raise DaemonError(f"no valid server announcement within {self.config.timeout} s ({ways})")
                 if now >= next_report:
                     next_report = now + STILL_WAITING_EVERY
                     self.node.log.info("still waiting for the server's announcement (%s)", ways)
-                step = 0.5 if self.timeout is None else max(0.01, min(0.5, started + self.timeout - now))
+                step = 0.5 if self.config.timeout is None else max(0.01, min(0.5, started + self.config.timeout - now))
                 await asyncio.wait([self._found], timeout=step)
         except BaseException:  # timeout, or the start-up cancelled by a stop request
             await self.close()
             raise
         announcement = self._found.result()
         await self._stop_mdns()
-        if self.adopt_prefix and announcement.prefix != self.node.topics.prefix:
+        if self.config.adopt_prefix and announcement.prefix != self.node.topics.prefix:
             self.node.log.info("using the announced MQTT prefix %s (configured: %s)", announcement.prefix,
                                self.node.topics.prefix)
             self.node.topics = Topics(announcement.prefix)
@@ -174,12 +168,14 @@ class DiscoveryPlugin:
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((self.listen, self.port))
+            sock.bind((self.config.listen, self.config.port))
         except OSError as exc:
             sock.close()
-            if not self.mdns:
-                raise DaemonError(f"discovery: cannot listen on UDP {self.listen}:{self.port}: {exc}") from None
-            self.node.log.warning("discovery: cannot listen on UDP %s:%d: %s (mDNS only)", self.listen, self.port, exc)
+            if not self.config.mdns:
+                raise DaemonError(f"discovery: cannot listen on UDP {self.config.listen}:{self.config.port}: "
+                                  f"{exc}") from None
+            self.node.log.warning("discovery: cannot listen on UDP %s:%d: %s (mDNS only)", self.config.listen,
+                                  self.config.port, exc)
             return
         sock.setblocking(False)
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), sock=sock)
@@ -195,7 +191,7 @@ class DiscoveryPlugin:
             if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
                 loop.call_soon_threadsafe(names.put_nowait, name)
 
-        kwargs = {"interfaces": self.mdns_interfaces} if self.mdns_interfaces else {}
+        kwargs = {"interfaces": list(self.config.mdns_interfaces)} if self.config.mdns_interfaces else {}
         try:
             zc = AsyncZeroconf(ip_version=IPVersion.V4Only, **kwargs)
         except Exception as exc:
@@ -251,7 +247,7 @@ class DiscoveryPlugin:
         self.consider(announcement, via, source)
 
     def consider(self, announcement: Announcement, via: str, source: str) -> None:
-        if self.cluster and announcement.cluster != self.cluster:
+        if self.config.cluster and announcement.cluster != self.config.cluster:
             self._reject(f"announcement for another cluster ({announcement.cluster})", source, level="debug")
             return
         self.accepted += 1
@@ -259,12 +255,12 @@ class DiscoveryPlugin:
             self.announcement, self.via = announcement, via
             self._found.set_result(announcement)
             return
-        if self.announcement is None or not self.follow:
+        if self.announcement is None or not self.config.follow:
             return
         if announcement.broker_url == self.announcement.broker_url:
             self.announcement = announcement
             return
-        if self._disconnected_since is None or time.monotonic() - self._disconnected_since < self.follow_after:
+        if self._disconnected_since is None or time.monotonic() - self._disconnected_since < self.config.follow_after:
             return  # still connected (or not for long) to the broker we have: stay
         if not self._switching:
             self._switching = True
@@ -275,7 +271,7 @@ class DiscoveryPlugin:
         self.rejected[kind] = self.rejected.get(kind, 0) + 1
         now = time.monotonic()
         last = self._last_logged.get(kind)
-        if last is not None and now - last < self.log_every:
+        if last is not None and now - last < self.config.log_every:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
             return
         self._last_logged[kind] = now

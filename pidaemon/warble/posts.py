@@ -2,7 +2,9 @@
 
 The program runs from the first `{` after `#pi` to its matching `}`; braces
 inside string literals ("…", “…”) do not count.  A post may carry other text
-and hashtags around it.
+and hashtags around it.  Everything that knows the `#pi` hashtag reads it
+from here: the Warble service's intake and the lexer (which takes a program
+written as a post, `#pi{...}`, keeping its lines and columns).
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ class NoWarble(ValueError):
 
 
 MAX_CANDIDATES = 8  # `#pi{` places tried: each try may scan to the end of the post
+
+
+def program_of(submission: str) -> str:
+    """The program a submission carries: inside its `#pi{...}` if it mentions #pi (a post), else itself.
+
+    Raises NoWarble for a post that mentions #pi without a complete program.
+    """
+    if "#pi" in submission.lower():
+        return extract_warble(submission)
+    return submission
 
 
 def extract_warble(post: str) -> str:

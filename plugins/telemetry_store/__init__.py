@@ -1,0 +1,1 @@
+"""The server's telemetry sink: readings into SQLite (`database.py`), optionally forwarded (`forwarder.py`)."""
