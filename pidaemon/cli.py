@@ -166,6 +166,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plugins_new(args: argparse.Namespace) -> int:
+    """Write a plugin package skeleton (see pidaemon.scaffold)."""
+    from .scaffold import ScaffoldError, summary, write_plugin_package
+
+    try:
+        written = write_plugin_package(args.name, args.directory)
+    except ScaffoldError as exc:
+        print(f"pidaemon plugins new: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary(args.name, written))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- sim
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -266,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list plugins, their versions and hooks")
     add_config_arguments(plugins, config_required=False)
     plugins.set_defaults(func=cmd_plugins)
+    plugin_actions = plugins.add_subparsers(dest="plugins_action", metavar="ACTION",
+                                             description="without an ACTION: list the plugins")
+    new = plugin_actions.add_parser("new", help="write a plugin package (pidaemon-NAME/) that passes its own test")
+    new.add_argument("name", metavar="NAME", help="the plugin's name: lower-case letters, digits, underscores")
+    new.add_argument("--directory", default=".", metavar="DIR", help="where to write pidaemon-NAME/ (default: .)")
+    new.set_defaults(func=cmd_plugins_new)
 
     for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli"):
         importlib.import_module(module).add_commands(commands)

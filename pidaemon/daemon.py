@@ -252,7 +252,8 @@ class Daemon:
 
     async def start(self) -> None:
         self.started_at = round(time.time(), 3)
-        self._load_plugins()
+        self._make_state_dir()
+        self.load_plugins()
         for call in await self.hooks.configure():
             if call.error is not None:
                 message = f'plugin "{call.plugin}" failed in pidaemon_configure: {describe_error(call.error)}'
@@ -293,10 +294,25 @@ class Daemon:
             await self.embedded_broker.stop()
         self.log.info("stopped")
 
+    def _make_state_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.state_dir / f".write-test-{self.id}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise DaemonError(f"node.state_dir {self.state_dir} is not a writable directory "
+                              f"({exc.strerror or exc}): create it for the daemon's user, or choose another "
+                              f"with --set node.state_dir=DIR") from None
+
     # ------------------------------------------------------------ plugins
 
-    def _load_plugins(self) -> None:
-        """Create every enabled plugin, then register them: first every plugin's own hookspecs."""
+    def load_plugins(self) -> None:
+        """Create and register every enabled plugin, after adding every plugin's own hookspecs.
+
+        `start()` does this first; a tool that only wants the plugins' contributions
+        (`pidaemon warble run --plugin NAME`) calls it alone, with no bus.
+        """
         created: list[tuple[PluginRecord, type, dict]] = []
         added_specs: list[Any] = []
         for name, section in self.config.plugin_sections.items():

@@ -60,16 +60,17 @@ class Events:
         handlers.append(handler)
         return lambda: handlers.remove(handler) if handler in handlers else None
 
-    def emit(self, name: str, **payload: Any) -> None:
-        if name not in self.declared:
-            raise EventError(f'event "{name}" is emitted but was never declared')
-        for handler in list(self.handlers.get(name, ())):
+    def emit(self, event: str, /, **payload: Any) -> None:
+        """Call every handler of `event` with `payload` as keyword arguments."""
+        if event not in self.declared:
+            raise EventError(f'event "{event}" is emitted but was never declared')
+        for handler in list(self.handlers.get(event, ())):
             try:
                 result = handler(**payload)
                 if inspect.isawaitable(result) and self.spawn is not None:
-                    self.spawn(self._await(name, result), f"event:{name}")
+                    self.spawn(self._await(event, result), f"event:{event}")
             except Exception as exc:
-                self._failed(name, handler, exc)
+                self._failed(event, handler, exc)
 
     async def _await(self, name: str, awaitable: Awaitable) -> None:
         try:

@@ -60,8 +60,13 @@ class PluginCatalog:
     """The installed plugins (entry points) and the classes imported so far."""
 
     def __init__(self, entry_points: Mapping[str, metadata.EntryPoint] | None = None):
+        self.clashes: dict[str, list[str]] = {}  # a name two distributions provide: which ones
         if entry_points is None:
-            entry_points = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+            entry_points = {}
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in entry_points and entry_points[ep.name].value != ep.value:
+                    self.clashes.setdefault(ep.name, [_provider(entry_points[ep.name])]).append(_provider(ep))
+                entry_points.setdefault(ep.name, ep)
         self.entry_points = dict(entry_points)
         self._classes: dict[str, type] = {}
         self._installed_hooks: set[str] | None = None
@@ -80,7 +85,7 @@ class PluginCatalog:
         """The entry-point name under which `plugin_class` is installed, if it is."""
         target = f"{plugin_class.__module__}:{plugin_class.__qualname__}"
         for name, entry_point in self.entry_points.items():
-            if entry_point.value == target or self._classes.get(name) is plugin_class:
+            if entry_point.value in (target, plugin_class) or self._classes.get(name) is plugin_class:
                 return name
         return None
 
@@ -91,6 +96,9 @@ class PluginCatalog:
         entry_point = self.entry_points.get(name)
         if entry_point is None:
             raise PluginUnavailable(f'no plugin named "{name}" is installed', installed=self.names())
+        if name in self.clashes:
+            raise PluginUnavailable(f'plugin name "{name}" is provided by several installed distributions '
+                                    f'({", ".join(self.clashes[name])}): uninstall all but one')
         try:
             plugin_class = entry_point.load()
         except Exception as exc:  # any import failure of third-party code
@@ -142,6 +150,11 @@ class PluginCatalog:
                     continue  # reported where that plugin is configured
             self._installed_hooks = hooks
         return self._installed_hooks
+
+
+def _provider(entry_point: metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    return f"{dist.metadata['Name']} {dist.version}" if dist is not None else entry_point.value
 
 
 def new_plugin_manager() -> pluggy.PluginManager:

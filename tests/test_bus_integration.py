@@ -9,8 +9,8 @@ import pytest
 
 from pidaemon import hookimpl
 from pidaemon.bus import Subscription
-from pidaemon.plugins import PluginCatalog
 from tests.support.nodes import make_daemon
+from tests.support.plugins import catalog_with
 from tests.support.waiting import wait_until
 
 
@@ -27,23 +27,6 @@ class Recorder:
     @hookimpl
     def pidaemon_message(self, node, message):
         self.received.append(message.payload)
-
-
-class StaticEntryPoint:
-    """Stands in for an importlib entry point of an in-test plugin class."""
-
-    def __init__(self, name, value):
-        self.name, self.value, self.dist = name, value, None
-
-    def load(self):
-        return self.value
-
-
-def catalog_with(**classes) -> PluginCatalog:
-    catalog = PluginCatalog()
-    catalog.entry_points.update({name: StaticEntryPoint(name, cls) for name, cls in classes.items()})
-    return catalog
-
 
 
 def test_node_announces_online_and_info_retained(broker, observer):

@@ -4,7 +4,7 @@ See docs/warble.md for the language and the limits.
 """
 from .builtin import Builtin
 from .effects import Effects, RecordingEffects, lights_builtin, playsound_builtin
-from .errors import ErrorInfo, WarbleError
+from .errors import ErrorInfo, UnknownFunction, WarbleError
 from .library import SIGNATURES
 from .limits import Limits
 from .program import Program, compile_program
@@ -13,8 +13,8 @@ from .store import MemoryStore, SqliteStore, Store
 
 __all__ = [
     "Builtin", "Effects", "ErrorInfo", "Limits", "MemoryStore", "Program", "RecordingEffects",
-    "Result", "Runner", "SIGNATURES", "SqliteStore", "Store", "WarbleError", "compile_program",
-    "lights_builtin", "playsound_builtin",
+    "Result", "Runner", "SIGNATURES", "SqliteStore", "Store", "UnknownFunction", "WarbleError",
+    "compile_program", "lights_builtin", "playsound_builtin",
 ]
 
 

@@ -2,10 +2,13 @@
 
 Plugins return `Builtin` objects from a pluggy hook. `validate` runs inside
 the sandbox (in the child process under the runner) and raises `WarbleError`
-with a message for the user; `perform` does the work. For an `effect`
-built-in (lights, sound, anything with a physical effect) `perform` runs in
-the caller's process: the sandboxed child sends `(name, args)` to it as the
-program runs. A built-in sent to the runner's child must be picklable, so use
+with a message for the user; `perform` does the work and returns the call's
+value (a number or a string; None is 0). For an `effect` built-in (lights,
+sound, anything with a physical effect) `perform` runs in the caller's
+process: the sandboxed child sends `(name, args)` to it as the program runs
+and waits for the answer, so the call still has `perform`'s value, and a
+`WarbleError` from `validate` or `perform` there is the program's error at
+the call. A built-in sent to the runner's child must be picklable, so use
 module-level functions or instances of small classes, not lambdas, for
 `validate` (and for `perform` unless `effect` is true).
 """

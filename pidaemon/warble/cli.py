@@ -14,6 +14,7 @@ from typing import TextIO
 
 import yaml
 
+from .builtin import Builtin
 from .effects import RecordingEffects
 from .errors import ErrorInfo, WarbleError
 from .lexer import QUOTES
@@ -42,12 +43,16 @@ def add_commands(subparsers) -> None:
     run.add_argument("--show-effects", action="store_true", help="print LIGHTS/PLAYSOUND calls on stderr")
     run.add_argument("--in-process", action="store_true",
                      help="run without the sandbox child process (in-process checks only)")
+    run.add_argument("--plugin", action="append", default=[], metavar="NAME",
+                     help="add the Warble built-ins of an installed pidaemon plugin (repeatable)")
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check", help="only parse and compile a program",
                                 description="Check that a Warble program is valid, without running it.")
     check.add_argument("source", help="the program text, or - to read it from standard input")
     check.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
+    check.add_argument("--plugin", action="append", default=[], metavar="NAME",
+                       help="also know the Warble built-ins of an installed pidaemon plugin (repeatable)")
     check.set_defaults(func=cmd_check)
 
     repl = commands.add_parser("repl", help="an interactive prompt for learning Warble",
@@ -96,11 +101,38 @@ def _effect_lines(effects: RecordingEffects, start: int = 0) -> list[str]:
             for name, args in effects.events[start:] if name != "SLEEP"]
 
 
+def plugin_builtins(names: list[str]) -> list[Builtin]:
+    """The Warble built-ins that installed pidaemon plugins add (`pidaemon_warble_builtins`).
+
+    Each plugin is created with its default settings on a node that has no bus
+    (it is not started); a plugin that cannot be loaded raises ValueError.
+    """
+    if not names:
+        return []
+    import tempfile
+
+    from ..config import ConfigError, config_from_mapping
+    from ..daemon import Daemon, DaemonError
+    from ..plugins import PluginCatalog
+    from pidaemon_plugins.warble.hookspecs import WarbleHooks
+
+    catalog = PluginCatalog()
+    mapping = {"node": {"role": "cli", "id": "warble-cli", "state_dir": tempfile.mkdtemp(prefix="pidaemon-warble-")},
+               "plugins": {name: {"required": True} for name in names}}
+    try:
+        node = Daemon(config_from_mapping(mapping, origin="--plugin", plugin_schema=catalog.schema),
+                      catalog=catalog, facts={"hostname": "warble-cli", "mac": "00:00:00:00:00:00"})
+        node.load_plugins()
+    except (ConfigError, DaemonError) as exc:
+        raise ValueError(str(exc)) from None
+    return WarbleHooks(node).builtins()
+
+
 # ---- commands --------------------------------------------------------------------
 def _inputs(args: argparse.Namespace):
-    """(source, limits) from the command line, or None after printing what is wrong."""
+    """(source, limits, plugin built-ins) from the command line, or None after printing what is wrong."""
     try:
-        return _source(args.source), _limits(args.limit)
+        return _source(args.source), _limits(args.limit), plugin_builtins(args.plugin)
     except (ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -110,14 +142,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = _inputs(args)
     if inputs is None:
         return 2
-    source, limits = inputs
+    source, limits, builtins = inputs
     store = SqliteStore(args.store, limits.max_saved_keys, limits.max_saved_value_length) \
         if args.store else MemoryStore(limits.max_saved_keys, limits.max_saved_value_length)
     effects = RecordingEffects(realtime=True)
     try:
         if args.in_process:
             try:
-                program = compile_program(source, limits=limits)
+                program = compile_program(source, limits=limits, builtins=builtins)
             except WarbleError as exc:
                 result = Result("error", [], exc.info())
             else:
@@ -126,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from .runner import Runner, RunnerError
             try:
                 with Runner(limits) as runner:
-                    result = runner.run(source, user=args.user, store=store, effects=effects)
+                    result = runner.run(source, user=args.user, store=store, effects=effects, builtins=builtins)
             except RunnerError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 3
@@ -152,9 +184,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     inputs = _inputs(args)
     if inputs is None:
         return 2
-    source, limits = inputs
+    source, limits, builtins = inputs
     try:
-        compile_program(source, limits=limits)
+        compile_program(source, limits=limits, builtins=builtins)
     except WarbleError as exc:
         print(format_error(source, exc.info()), file=sys.stderr)
         return 1

@@ -55,6 +55,23 @@ class WarbleError(Exception):
         return str(self.info())
 
 
+class UnknownFunction(WarbleError):
+    """A call of a function that is neither Warble's nor one of the given built-ins.
+
+    `name` is the name as written. A service that compiles without the
+    workers' plugins asks `may_be_plugin_builtin` instead of reading the message.
+    """
+
+    def __init__(self, name: str, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message, line, column)
+        self.name = name
+
+    @property
+    def may_be_plugin_builtin(self) -> bool:
+        """Whether a plugin could add a built-in of this name: built-in names are upper case."""
+        return self.name.isupper()
+
+
 class StepLimitExceeded(WarbleError):
     status = "step_limit"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .errors import WarbleError
 from .limits import Limits
+from .posts import leading_hashtag_end
 
 KEYWORDS = frozenset({"IF", "ELSE", "WHILE", "FOR", "BREAK", "CONTINUE"})
 
@@ -105,24 +106,22 @@ def tokenize(source: str, limits: Limits, reserved: frozenset[str]) -> list[Toke
     def col_of(pos: int) -> int:
         return pos - line_start + 1
 
-    # The "#pi" of a post's "#pi{...}": skipped, the braces are an ordinary block.
-    j = 0
-    while j < n and source[j] in WHITESPACE + "\n":
-        j += 1
-    if source[j:j + 3].lower() == "#pi":
-        k = j + 3
+    # The "#pi" of a post's "#pi{...}" (posts.py): skipped, the braces are an ordinary block.
+    after_hashtag = leading_hashtag_end(source, WHITESPACE + "\n")
+    if after_hashtag is not None:
+        k = after_hashtag
         while k < n and source[k] in WHITESPACE:
             k += 1
         if k >= n or source[k] != "{":
-            lines_before = source.count("\n", 0, j)
-            ls = source.rfind("\n", 0, j) + 1
+            lines_before = source.count("\n", 0, after_hashtag)
+            ls = source.rfind("\n", 0, after_hashtag) + 1
             raise WarbleError("expected { after #pi", lines_before + 1, k - ls + 1)
         # keep line bookkeeping right for the skipped part
-        for p in range(0, j + 3):
+        for p in range(0, after_hashtag):
             if source[p] == "\n":
                 line += 1
                 line_start = p + 1
-        i = j + 3
+        i = after_hashtag
 
     while i < n:
         c = source[i]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from . import syntax as S
-from .errors import WarbleError
+from .errors import UnknownFunction, WarbleError
 from .lexer import KEYWORDS, Token, tokenize
 from .limits import Limits
 
@@ -361,11 +361,11 @@ class Parser:
                 raise WarbleError(f"unexpected keyword {name}", tok.line, tok.col)
             upper = name.upper()
             if upper in self.functions:
-                raise WarbleError(f"unknown function {name}: built-in names are upper case ({upper})",
-                                  tok.line, tok.col)
+                raise UnknownFunction(name, f"unknown function {name}: built-in names are upper case ({upper})",
+                                      tok.line, tok.col)
             if name != upper:
                 raise WarbleError(f"{name} is not a function", tok.line, tok.col)
-            raise WarbleError(f"unknown function {name}", tok.line, tok.col)
+            raise UnknownFunction(name, f"unknown function {name}", tok.line, tok.col)
         opener = self.next()                 # '('
         self.enter(opener)
         args: list[S.Expr] = []

@@ -15,6 +15,13 @@ HASHTAG = re.compile(r"#pi\s*(?=\{)", re.IGNORECASE)
 QUOTES = {'"': '"', "\u201c": "\u201d\"", "\u201d": "\u201d\"", "\u201e": "\u201d\u201c\""}
 
 
+def leading_hashtag_end(source: str, blank: str = " \t\r\n") -> int | None:
+    """Where a program written as a post (`#pi{...}`) starts: just after its `#pi`, whose braces
+    then read as an ordinary block; None when `source` (after `blank` characters) does not start with #pi."""
+    start = len(source) - len(source.lstrip(blank))
+    return start + 3 if source[start:start + 3].lower() == "#pi" else None
+
+
 class NoWarble(ValueError):
     """The post has no complete `#pi{...}` program."""
 

@@ -3,20 +3,18 @@
 Each message is a 4-byte big-endian length and a JSON object. JSON, not
 pickle, in this direction: the parent never unpickles what a child sends.
 Warble values travel tagged, so big integers and arbitrary-precision numbers
-keep their exact value, in the store's encoding (store.encode_value):
+keep their exact value, in the stores' encoding (values.py), checked here:
 ["int", "123"], ["float", "1.5"], ["str", "text"], ["dec", "3.14"].
 """
 from __future__ import annotations
 
-import decimal
 import json
 import socket
 import struct
 from typing import Any
 
-from . import store
 from .errors import WarbleError
-from .precision import is_mpf, mpf_to_decimal
+from .values import Value, decode_value, encode_value
 
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -26,19 +24,15 @@ class ProtocolError(Exception):
     pass
 
 
-def encode_value(value: Any, digits: int | None = None) -> list:
-    """A Warble value for the pipe: the store's (kind, text), with bools and mpf made plain first."""
-    if value.__class__ is bool:
-        value = int(value)
-    elif is_mpf(value):
-        value = mpf_to_decimal(value, digits or 15)
+def pack_value(value: Any, digits: int | None = None) -> list:
+    """A Warble value for the pipe: values.encode_value's [kind, text]."""
     try:
-        return list(store.encode_value(value))
+        return list(encode_value(value, digits))
     except WarbleError as exc:
         raise ProtocolError(f"cannot send a {value.__class__.__name__}") from exc
 
 
-def decode_value(item: Any) -> Any:
+def unpack_value(item: Any) -> Value:
     """A value from the pipe, checked for shape and size before it is decoded."""
     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
         raise ProtocolError("bad value")
@@ -46,8 +40,8 @@ def decode_value(item: Any) -> Any:
     if len(text) > MAX_MESSAGE:
         raise ProtocolError("value too long")
     try:
-        return store.decode_value(kind, text)
-    except (ValueError, decimal.InvalidOperation) as exc:
+        return decode_value(kind, text)
+    except ValueError as exc:
         raise ProtocolError(f"bad value: {exc}") from exc
 
 

@@ -14,10 +14,12 @@ and is replaced sooner after a job that could leave something behind
 at about 4.7 ms of CPU per small program instead of about 0.5 ms.
 
 The caller's process keeps everything that touches the world: effect
-built-ins are validated in the child, sent back as `(name, args)` as they
-happen and performed here, in order; SAVE and LOAD are forwarded here and
-use the caller's store; output lines stream back too, so a killed program
-still returns what it printed.
+built-ins are validated in the child, sent back as `(name, args)` as the
+program reaches them and performed here, in order; SAVE and LOAD are
+forwarded here and use the caller's store. The child waits for the answer to
+each: the value `perform` or LOAD returned, or an error that the program
+raises at the call. Output lines stream back too, so a killed program still
+returns what it printed.
 
 Threads: `run` is blocking and thread-safe. Up to `max_jobs` children run at
 once (default 1); further calls wait for a free slot. If the zygote dies,
@@ -38,17 +40,16 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .builtin import Builtin
 from .effects import RecordingEffects, lights_builtin, playsound_builtin
-from .errors import ErrorInfo, WarbleError
+from .errors import ErrorInfo, QuotaExceeded, WarbleError
 from .limits import Limits
 from .program import Program, check_builtins
-from .protocol import Channel, ProtocolError, decode_value, encode_value
+from .protocol import Channel, ProtocolError, pack_value, unpack_value
 from .result import Result
 from .store import MemoryStore
-from .errors import QuotaExceeded
 from .zygote import EXIT_MEMORY, forwarded
 
 log = logging.getLogger(__name__)
@@ -247,123 +248,147 @@ class Runner:
                 self._send_job(job_id, job, theirs)
             finally:
                 theirs.close()
-            return self._collect(job_id, Channel(ours), env, store, user, limits, started)
+            served = _ChildJob(Channel(ours), env, store, user, limits, started)
+            served.serve()
+            return self._result(job_id, served, time.monotonic() - started)
         finally:
             ours.close()
 
-    def _collect(self, job_id: int, channel: Channel, env: dict, store, user: str, limits: Limits,
-                 started: float) -> Result:
-        deadline = started + limits.time_limit + limits.kill_grace
-        output: list[str] = []
-        out_chars = 0
-        done: dict | None = None
-        stop: tuple[str, str] | None = None       # (status, message) when we end the child
-        eof = False
-        while done is None and not eof:
-            message = channel.pop_message() if channel.buffer else None
-            if message is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    stop = ("timeout", f"time limit of {limits.time_limit:g} s reached (stopped)")
-                    break
-                if not _readable(channel.sock, left):
-                    continue
-                try:
-                    eof = not channel.feed()
-                except OSError:
-                    eof = True
-                continue
+    def _result(self, job_id: int, served: _ChildJob, elapsed: float) -> Result:
+        """The job's Result: the child's own, or why the runner stopped it, or how the child ended."""
+        if served.done is not None:
             try:
-                kind = message.get("t")
-                if kind == "out":
-                    if not isinstance(message["l"], list):
-                        raise ProtocolError("bad output")
-                    lines = [str(line) for line in message["l"]]
-                    out_chars += sum(len(line) + 1 for line in lines)
-                    if out_chars > limits.max_output_chars or len(output) + len(lines) > limits.max_output_lines:
-                        stop = ("output_limit", "output limit reached")
-                        break
-                    output.extend(lines)
-                elif kind == "fx":
-                    failure = self._perform(env, message)
-                    if failure is not None:
-                        stop = ("error", failure)
-                        break
-                elif kind == "get":
-                    channel.send(self._load(store, user, message))
-                elif kind == "set":
-                    channel.send(self._save(store, user, message))
-                elif kind == "done":
-                    done = message["r"]
-                else:
-                    raise ProtocolError(f"unknown message {kind!r}")
-            except (ProtocolError, KeyError, TypeError, ValueError) as exc:
-                log.warning("Warble child sent a bad message: %s", exc)
-                stop = ("crashed", "the sandbox sent a bad message")
-                break
-            except OSError:
-                eof = True
-        elapsed = time.monotonic() - started
-        if done is not None:
-            try:
-                result = Result.from_dict(done)
+                result = Result.from_dict(served.done)
             except (KeyError, TypeError, ValueError):
                 result = Result("crashed", [], ErrorInfo("the sandbox sent a bad result"))
-            result.output = output
+            result.output = served.output
             result.elapsed = elapsed
             return result
-        if stop is not None:
+        if served.stop is not None:
             self._kill(job_id)
             self._status(job_id)      # reap it
-            return Result(stop[0], output, ErrorInfo(stop[1]), 0, elapsed)
+            status, message = served.stop
+            return Result(status, served.output, ErrorInfo(message), 0, elapsed)
         # the child ended without a result: find out how
-        return _ended(self._status(job_id), limits, output, elapsed)
+        return _ended(self._status(job_id), served.limits, served.output, elapsed)
 
-    def _perform(self, env: dict, message: dict) -> str | None:
+
+class _Stop(Exception):
+    """The runner ends the child: (status, message) of the job's Result."""
+
+
+class _ChildJob:
+    """One job as the runner sees it: the child's messages until its result, and what they ask for.
+
+    Output lines are kept and counted against the output limits. Effects are
+    performed with the caller's built-ins, SAVE and LOAD use the caller's
+    store, and each is answered (a value or an error for the program), while
+    the child waits.
+    """
+
+    def __init__(self, channel: Channel, env: dict[str, Builtin], store, user: str, limits: Limits,
+                 started: float):
+        self.channel, self.env, self.store, self.user, self.limits = channel, env, store, user, limits
+        self.deadline = started + limits.time_limit + limits.kill_grace
+        self.output: list[str] = []
+        self.out_chars = 0
+        self.done: dict | None = None               # the child's result
+        self.stop: tuple[str, str] | None = None    # (status, message) when the runner ends the child
+        # poll(), not select(): that fails on descriptors past 1023, and a process that
+        # hosts a thousand simulated workers has that many sockets
+        self.poller = select.poll()
+        self.poller.register(channel.sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def serve(self) -> None:
+        """Handle messages until the child's result, its end (EOF), or a reason to stop it."""
+        try:
+            while self.done is None:
+                message = self._next_message()
+                if message is None:
+                    return
+                handler = self.HANDLERS.get(message.get("t"))
+                if handler is None:
+                    raise ProtocolError(f"unknown message {message.get('t')!r}")
+                handler(self, message)
+        except _Stop as stop:
+            self.stop = stop.args
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Warble child sent a bad message: %s", exc)
+            self.stop = ("crashed", "the sandbox sent a bad message")
+        except OSError:
+            pass                      # the child is gone: how it ended tells the rest
+
+    def _next_message(self) -> dict | None:
+        """The next message; None once the child closed its socket."""
+        while True:
+            message = self.channel.pop_message()
+            if message is not None:
+                return message
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _Stop("timeout", f"time limit of {self.limits.time_limit:g} s reached (stopped)")
+            if self.poller.poll(left * 1000) and not self.channel.feed():
+                return None
+
+    def _answer(self, work: Callable[[], dict], failure: str) -> None:
+        """Send the child work()'s reply, or its error: a WarbleError's message, else `failure`."""
+        try:
+            reply = work()
+        except WarbleError as exc:
+            reply = {"e": exc.message, "q": isinstance(exc, QuotaExceeded)}
+        except Exception:  # noqa: BLE001 - a failing device or store must not take the runner down
+            log.exception("Warble: %s", failure)
+            reply = {"e": failure}
+        self.channel.send(reply)
+
+    def on_output(self, message: dict) -> None:
+        if not isinstance(message["l"], list):
+            raise ProtocolError("bad output")
+        lines = [str(line) for line in message["l"]]
+        self.out_chars += sum(len(line) + 1 for line in lines)
+        if (self.out_chars > self.limits.max_output_chars
+                or len(self.output) + len(lines) > self.limits.max_output_lines):
+            raise _Stop("output_limit", "output limit reached")
+        self.output.extend(lines)
+
+    def on_effect(self, message: dict) -> None:
         name = str(message["n"])
-        builtin = env.get(name)
+        builtin = self.env.get(name)
         if builtin is None or not builtin.effect:
             raise ProtocolError(f"unknown effect {name!r}")
-        args = tuple(decode_value(a) for a in message["a"])
-        try:
-            builtin.perform(tuple(builtin.validate(args)))
-        except WarbleError as exc:
-            return exc.message
-        except Exception:  # noqa: BLE001 - a failing device must not take the runner down
-            log.exception("Warble effect %s failed", name)
-            return f"{name} could not be performed"
-        return None
+        args = tuple(unpack_value(a) for a in message["a"])
 
-    @staticmethod
-    def _load(store, user: str, message: dict) -> dict:
-        try:
-            value = store.get(user, str(message["k"]))
-        except WarbleError as exc:
-            return {"e": exc.message}
-        except Exception:  # noqa: BLE001
-            log.exception("Warble store get failed")
-            return {"e": "LOAD: storage is not available"}
-        return {"v": None if value is None else encode_value(value)}
+        def perform() -> dict:
+            value = builtin.perform(tuple(builtin.validate(args)))
+            try:
+                return {"v": None if value is None else pack_value(value)}
+            except ProtocolError:
+                raise WarbleError(f"{name} returned a value Warble cannot use") from None
 
-    @staticmethod
-    def _save(store, user: str, message: dict) -> dict:
-        value = decode_value(message["v"])
-        try:
-            store.set(user, str(message["k"]), value)
-        except WarbleError as exc:
-            return {"e": exc.message, "q": isinstance(exc, QuotaExceeded)}
-        except Exception:  # noqa: BLE001
-            log.exception("Warble store set failed")
-            return {"e": "SAVE: storage is not available"}
-        return {"ok": True}
+        self._answer(perform, f"{name} could not be performed")
 
+    def on_load(self, message: dict) -> None:
+        name = str(message["k"])
 
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """Wait until `sock` can be read; poll(), since select() fails on descriptors past 1023
-    (a process that hosts a thousand simulated workers has that many sockets)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(max(0.0, timeout) * 1000))
+        def load() -> dict:
+            value = self.store.get(self.user, name)
+            return {"v": None if value is None else pack_value(value)}
+
+        self._answer(load, "LOAD: storage is not available")
+
+    def on_save(self, message: dict) -> None:
+        name, value = str(message["k"]), unpack_value(message["v"])
+
+        def save() -> dict:
+            self.store.set(self.user, name, value)
+            return {"ok": True}
+
+        self._answer(save, "SAVE: storage is not available")
+
+    def on_done(self, message: dict) -> None:
+        self.done = message["r"]
+
+    HANDLERS = {"out": on_output, "fx": on_effect, "get": on_load, "set": on_save, "done": on_done}
 
 
 def _ended(status: int | None, limits: Limits, output: list[str], elapsed: float) -> Result:

@@ -311,6 +311,7 @@ class Run(Arithmetic, StandardLibrary):
             raise WarbleError("SAVE: storage is not available")
 
     def do_effect(self, builtin: Builtin, args: tuple):
+        """Perform an effect built-in; its value is the call's (the runner's child asks the runner)."""
         return builtin.perform(args)
 
     # ---- built-ins added by the environment or plugins ---------------------------
@@ -326,9 +327,9 @@ class Run(Arithmetic, StandardLibrary):
                     if self.effects_done > self.limits.max_effects:
                         raise WarbleError(f"too many effects: at most {self.limits.max_effects} "
                                           f"LIGHTS, PLAYSOUND and the like per run")
-                    self.do_effect(builtin, args)
-                    return 0
-                value = builtin.perform(args)
+                    value = self.do_effect(builtin, args)
+                else:
+                    value = builtin.perform(args)
             except (WarbleError, MemoryError):
                 raise
             except Exception:

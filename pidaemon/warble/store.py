@@ -1,22 +1,22 @@
 """Per-user storage for SAVE and LOAD, behind a two-method interface.
 
 A store keeps numbers and strings: `int`, `float`, `str`, and `Decimal` for
-arbitrary-precision numbers. `set` enforces the quotas (names per user,
-value size). The cluster service will add a server-side store with the
-same interface; under the runner only the caller's process touches a store.
+arbitrary-precision numbers (SqliteStore as values.py's (kind, text)). `set`
+enforces the quotas (names per user, value size). The cluster service will
+add a server-side store with the same interface; under the runner only the
+caller's process touches a store.
 """
 from __future__ import annotations
 
-import decimal
 import math
-import sqlite3
 import threading
-from typing import Protocol, Union
+from typing import Protocol
 
+from ..sqlite import connect
 from .errors import QuotaExceeded, WarbleError
-from .formatting import int_to_str, str_to_int
+from .values import Value, decode_value, encode_value
 
-Value = Union[int, float, str, decimal.Decimal]
+__all__ = ["MemoryStore", "SqliteStore", "Store", "Value"]
 
 
 class Store(Protocol):
@@ -25,32 +25,6 @@ class Store(Protocol):
 
     def set(self, user: str, name: str, value: Value) -> None:
         """Save a value; raises QuotaExceeded when over a quota."""
-
-
-def encode_value(value: Value) -> tuple[str, str]:
-    """(kind, text) for storage and for the runner's pipe."""
-    cls = value.__class__
-    if cls is int:
-        return "int", int_to_str(value)  # type: ignore[arg-type]
-    if cls is float:
-        return "float", repr(value)
-    if cls is str:
-        return "str", value  # type: ignore[return-value]
-    if cls is decimal.Decimal:
-        return "dec", str(value)
-    raise WarbleError(f"cannot store a value of type {cls.__name__}")
-
-
-def decode_value(kind: str, text: str) -> Value:
-    if kind == "int":
-        return str_to_int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "str":
-        return text
-    if kind == "dec":
-        return decimal.Decimal(text)
-    raise ValueError(f"unknown stored value kind {kind!r}")
 
 
 class _QuotaMixin:
@@ -103,9 +77,7 @@ class SqliteStore(_QuotaMixin):
         self._init_quota(max_keys, max_value_length)
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(self.path, check_same_thread=False)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS warble_values ("
             " user TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,"

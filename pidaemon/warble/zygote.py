@@ -32,11 +32,14 @@ limits for that job (RLIMIT_AS: its size when fresh + memory_mb, so a reused
 child never gives more than a fresh one; RLIMIT_CPU: the CPU it has used +
 time_limit; no file writes, no core, no forks, few descriptors), compiles
 and runs the program and talks only to the runner, over the job socket (see
-protocol.py): output lines, effects, SAVE/LOAD round trips and a final
-"done". A child that goes on then lifts the job's limits and, just before
-"done", tells the zygote on its own socket that it is free, so the runner's
-next job always finds it free. A child the zygote kills is forgotten at once: a "free" it sent just
-before is never read.
+protocol.py): output lines, round trips for effects and SAVE/LOAD (it waits
+for each answer) and a final "done". A child that goes on then lifts the
+job's limits and, just before "done", tells the zygote on its own socket that
+it is free, so the runner's next job always finds it free. A child the zygote
+kills is forgotten at once: a "free" it sent just before is never read.
+
+The zygote itself (class Zygote) sleeps in poll() until the runner, a child
+or a child's end (SIGCHLD, through a wakeup pipe) needs it.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ from .builtin import Builtin
 from .errors import MemoryLimitExceeded, QuotaExceeded, WarbleError
 from .limits import Limits
 from .program import compile_program, execute
-from .protocol import Channel, ProtocolError, decode_value, encode_value
+from .protocol import Channel, ProtocolError, pack_value, unpack_value
 from .result import Result
 from .runtime import Run
 
@@ -67,6 +70,7 @@ EXIT_CRASH = 4
 MB = 1024 * 1024
 RETIRE_GROWTH_MB = 8       # a child still this much bigger than when fresh, after a job, is replaced
 FREE = b"free"             # child -> zygote: ready for the next job
+EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 def forwarded(args: tuple):
@@ -78,7 +82,9 @@ class ChildRun(Run):
     """A run whose output, effects and storage go to the runner over the channel.
 
     Each output line is sent as it is printed, so a program killed in the
-    middle of a long operation still returns what it printed before.
+    middle of a long operation still returns what it printed before. An
+    effect, a SAVE or a LOAD waits for the runner's answer: a value, or an
+    error that the program raises where it made the call.
     """
 
     def __init__(self, channel: Channel, **kwargs):
@@ -89,26 +95,26 @@ class ChildRun(Run):
         self.channel.send({"t": "out", "l": [line]})
 
     def do_effect(self, builtin: Builtin, args: tuple):
-        self.channel.send({"t": "fx", "n": builtin.name, "a": [encode_value(a, self.digits) for a in args]})
+        return self._request({"t": "fx", "n": builtin.name, "a": [pack_value(a, self.digits) for a in args]})
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def _request(self, message: dict) -> dict:
+    def _request(self, message: dict):
+        """Send a request and wait for the runner's answer: its value (None if none), or its error raised."""
         self.channel.send(message)
         reply = self.channel.receive()
         if "e" in reply:
             cls = QuotaExceeded if reply.get("q") else WarbleError
             raise cls(str(reply["e"]))
-        return reply
+        value = reply.get("v")
+        return None if value is None else unpack_value(value)
 
     def store_get(self, name: str):
-        reply = self._request({"t": "get", "k": name})
-        value = reply.get("v")
-        return None if value is None else decode_value(value)
+        return self._request({"t": "get", "k": name})
 
     def store_set(self, name: str, value) -> None:
-        self._request({"t": "set", "k": name, "v": encode_value(value, self.digits)})
+        self._request({"t": "set", "k": name, "v": pack_value(value, self.digits)})
 
 
 try:
@@ -263,177 +269,232 @@ class _Child:
         self.pid, self.sock, self.job = pid, sock, None
 
 
-def serve(ctl: socket.socket, jobs_per_child: int) -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    statuses: "OrderedDict[int, int]" = OrderedDict()   # pid -> wait status, for "status"
-    live: set[int] = set()                               # pids not yet reaped
-    children: dict[int, _Child] = {}                     # socket fd -> child we still talk to
-    idle: list[_Child] = []                              # free children, the most recent last
-    busy: dict[object, _Child] = {}                      # job id -> the child running it
-    ended: "OrderedDict[object, int]" = OrderedDict()    # job id -> pid of the child that ended on it
-    poller = select.poll()  # not select(): descriptors may be past 1023
-    events = select.POLLIN | select.POLLHUP | select.POLLERR
-    poller.register(ctl, events)
+def _remember(memory: OrderedDict, key, value, most: int = 1000) -> None:
+    """Keep key -> value, forgetting the oldest beyond `most`."""
+    memory[key] = value
+    while len(memory) > most:
+        memory.popitem(last=False)
 
-    def reap() -> None:
-        while live:
+
+def _on_sigchld(signum, frame) -> None:
+    """Nothing to do here: the byte Python writes to the wakeup pipe wakes the zygote's poll()."""
+
+
+class Zygote:
+    """Forks the children, hands them jobs and answers the runner's requests.
+
+    It sleeps in poll() until one of these is readable: the control socket
+    (a request), a child's socket ("free", or EOF when it ends) and a wakeup
+    pipe that SIGCHLD writes to (a child to reap). poll(), not select():
+    descriptors may be past 1023.
+    """
+
+    def __init__(self, ctl: socket.socket, jobs_per_child: int):
+        self.ctl = ctl
+        self.jobs_per_child = jobs_per_child
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.children: dict[int, _Child] = {}                 # socket fd -> child we still talk to
+        self.idle: list[_Child] = []                          # free children, the most recent last
+        self.busy: dict[object, _Child] = {}                  # job id -> the child running it
+        self.ended: OrderedDict[object, int] = OrderedDict()  # job id -> pid of the child that ended on it
+        self.live: set[int] = set()                           # pids not yet reaped
+        self.statuses: OrderedDict[int, int] = OrderedDict()  # pid -> wait status, for "status"
+        self.wakeup, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, _on_sigchld)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        self.poller = select.poll()
+        self.poller.register(ctl, EVENTS)
+        self.poller.register(self.wakeup, select.POLLIN)
+        self.child_end = select.poll()                        # the wakeup pipe alone
+        self.child_end.register(self.wakeup, select.POLLIN)
+        self.handlers = {"run": self.on_run, "kill": self.on_kill, "status": self.on_status}
+
+    def serve(self) -> None:
+        """Serve until "exit" or the end of the control socket, then kill the children."""
+        try:
+            while True:
+                if not self.idle:
+                    self.idle.append(self.fork_child())     # one child always ready and warm
+                ready = [fd for fd, _ in self.poller.poll()]
+                if self.wakeup in ready:
+                    self.reap()
+                # children first: a child's "free" was sent before the result that led to the next "run"
+                for fd in ready:
+                    if fd in self.children:
+                        self.on_child_message(self.children[fd])
+                if self.ctl.fileno() in ready and not self.on_request():
+                    return
+        finally:
+            for pid in self.live:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    # ---- requests ------------------------------------------------------------------
+    def on_request(self) -> bool:
+        """Read and answer one request; False when the zygote is to stop."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.ctl, 1 << 22, 4)
+        except OSError:
+            return False
+        if not data:
+            return False
+        try:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                live.clear()
-                return
-            if pid == 0:
-                return
-            live.discard(pid)
-            statuses[pid] = status
-            while len(statuses) > 1000:
-                statuses.popitem(last=False)
+                request = pickle.loads(data)
+                op = request[0]
+            except Exception:  # noqa: BLE001
+                self.reply({"error": "bad request"})
+                return True
+            if op == "exit":
+                return False
+            handler = self.handlers.get(op)
+            if handler is None:
+                self.reply({"error": f"unknown request {op!r}"})
+            else:
+                handler(request, fds)
+            return True
+        finally:
+            for fd in fds:            # a child that took a job socket has its own copy
+                os.close(fd)
 
-    def reply(obj: dict) -> None:
-        ctl.send(json.dumps(obj).encode())
+    def reply(self, obj: dict) -> None:
+        self.ctl.send(json.dumps(obj).encode())
 
-    def fork_child() -> _Child:
+    def on_run(self, request: tuple, fds: list[int]) -> None:
+        """("run", job_id, job_bytes) + the job socket: no reply; closing the socket tells a failure."""
+        if fds:
+            try:
+                self.hand_over(request[1], request[2], fds[0])
+            except OSError:
+                pass
+
+    def on_kill(self, request: tuple, fds: list[int]) -> None:
+        child = self.busy.get(request[1])
+        if child is not None:   # still on this job: a job it finished ("free") is never killed
+            self.kill(child)
+        self.reply({"ok": True})
+
+    def on_status(self, request: tuple, fds: list[int]) -> None:
+        child = self.busy.get(request[1])
+        if child is not None:   # it closed the job socket but its end is not read yet
+            self.drop(child)
+        pid = self.ended.pop(request[1], None)
+        self.reply({"status": None if pid is None else self.wait_for_end(pid)})
+
+    # ---- children ------------------------------------------------------------------
+    def fork_child(self) -> _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             try:
-                ctl.close()
                 ours.close()
-                for sibling in children.values():   # or a sibling would never see its socket close
-                    sibling.sock.close()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                child_main(theirs, devnull, jobs_per_child)
+                self.let_go()
+                child_main(theirs, self.devnull, self.jobs_per_child)
             finally:
                 os._exit(EXIT_CRASH)
         theirs.close()
-        live.add(pid)
+        self.live.add(pid)
         child = _Child(pid, ours)
-        children[ours.fileno()] = child
-        poller.register(ours, events)
+        self.children[ours.fileno()] = child
+        self.poller.register(ours, EVENTS)
         return child
 
-    def drop(child: _Child) -> None:
+    def let_go(self) -> None:
+        """In a new child: keep nothing of the zygote's (signals, wakeup pipe, sockets)."""
+        os.close(signal.set_wakeup_fd(-1))       # the wakeup pipe's write end
+        os.close(self.wakeup)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        self.ctl.close()
+        for sibling in self.children.values():   # or a sibling would never see its socket close
+            sibling.sock.close()
+
+    def hand_over(self, job_id: object, job: bytes, fd: int) -> None:
+        """Give the job and its socket to a free child (or a new one); OSError if two children fail."""
+        for _attempt in (1, 2):
+            child = self.idle.pop() if self.idle else self.fork_child()
+            try:
+                socket.send_fds(child.sock, [job], [fd])
+            except OSError:
+                self.kill(child)
+                continue
+            child.job = job_id
+            self.busy[job_id] = child
+            return
+        raise OSError("no child could take the job")
+
+    def on_child_message(self, child: _Child) -> None:
+        try:
+            data = child.sock.recv(16)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(child)          # it ended
+        elif data == FREE and child.job is not None:
+            self.busy.pop(child.job, None)
+            child.job = None
+            self.idle.append(child)   # "free" comes before "done": the pool stays at the runner's max_jobs + 1
+
+    def kill(self, child: _Child) -> None:
+        """SIGKILL a child and forget it at once: a "free" it sent just before is never read."""
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.drop(child)
+
+    def drop(self, child: _Child) -> None:
         """Stop talking to a child: it ended, is being killed, or (closing its socket) retires.
 
         Whatever it sends afterwards, a "free" included, is never read; the job
         it held is remembered for a "status" request until its pid is reaped.
         """
         fd = child.sock.fileno()
-        if children.pop(fd, None) is not None:
-            poller.unregister(fd)
+        if self.children.pop(fd, None) is not None:
+            self.poller.unregister(fd)
         child.sock.close()
-        if child in idle:
-            idle.remove(child)
+        if child in self.idle:
+            self.idle.remove(child)
         if child.job is not None:
-            busy.pop(child.job, None)
-            ended[child.job] = child.pid
-            while len(ended) > 1000:
-                ended.popitem(last=False)
+            self.busy.pop(child.job, None)
+            _remember(self.ended, child.job, child.pid)
             child.job = None
 
-    def on_child_message(child: _Child) -> None:
+    # ---- ends of children ------------------------------------------------------------
+    def reap(self) -> None:
+        """Empty the wakeup pipe, then collect the wait status of every child that ended."""
         try:
-            data = child.sock.recv(16)
-        except OSError:
-            data = b""
-        if not data:
-            drop(child)               # it ended
-        elif data == FREE and child.job is not None:
-            busy.pop(child.job, None)
-            child.job = None
-            idle.append(child)    # "free" comes before "done": the pool stays at the runner's max_jobs + 1
-
-    def hand_over(job_id: object, job: bytes, fd: int) -> None:
-        for _attempt in (1, 2):
-            child = idle.pop() if idle else fork_child()
+            while os.read(self.wakeup, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while self.live:
             try:
-                socket.send_fds(child.sock, [job], [fd])
-            except OSError:
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                drop(child)
-                continue
-            child.job = job_id
-            busy[job_id] = child
-            return
-        raise OSError("no child could take the job")
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.live.clear()
+                return
+            if pid == 0:
+                return
+            self.live.discard(pid)
+            _remember(self.statuses, pid, status)
 
-    def wait_for_end(pid: int) -> int | None:
+    def wait_for_end(self, pid: int) -> int | None:
         """The wait status of a child that is ending (SIGKILL after 2 s if it does not)."""
         deadline = time.monotonic() + 2.0
-        while pid in live and time.monotonic() < deadline:
-            reap()
-            if pid in live:
-                time.sleep(0.001)
-        if pid in live:
-            os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-            live.discard(pid)
-            statuses[pid] = status
-        return statuses.pop(pid, None)
-
-    idle.append(fork_child())
-    while True:
-        reap()
-        if not idle:
-            idle.append(fork_child())     # one child always ready and warm
-        ready = poller.poll(500)
-        # children first: a child's "free" was sent before the result that led to the next "run"
-        for fd, _ in ready:
-            if fd in children:
-                on_child_message(children[fd])
-        if not any(fd == ctl.fileno() for fd, _ in ready):
-            continue
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 22, 4)
-        except OSError:
-            break
-        if not data:
-            break
-        try:
-            request = pickle.loads(data)
-            op = request[0]
-        except Exception:  # noqa: BLE001
-            for fd in fds:
-                os.close(fd)
-            reply({"error": "bad request"})
-            continue
-        if op == "run":
-            for fd in fds[1:]:
-                os.close(fd)
-            if fds:
-                try:
-                    hand_over(request[1], request[2], fds[0])
-                except OSError:
-                    pass            # closing the socket tells the runner
-                finally:
-                    os.close(fds[0])
-        elif op == "kill":
-            child = busy.get(request[1])
-            if child is not None:   # still on this job: a job it finished ("free") is never killed
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                drop(child)
-            reply({"ok": True})
-        elif op == "status":
-            child = busy.get(request[1])
-            if child is not None:   # it closed the job socket but its end is not read yet
-                drop(child)
-            pid = ended.pop(request[1], None)
-            reply({"status": None if pid is None else wait_for_end(pid)})
-        elif op == "exit":
-            break
-        else:
-            reply({"error": f"unknown request {op!r}"})
-    for pid in list(live):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.reap()
+        while pid in self.live:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                self.live.discard(pid)
+                return status
+            self.child_end.poll(left * 1000)     # until SIGCHLD
+            self.reap()
+        return self.statuses.pop(pid, None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -446,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.freeze()
     ctl.send(json.dumps({"ready": os.getpid()}).encode())
     try:
-        serve(ctl, jobs_per_child)
+        Zygote(ctl, jobs_per_child).serve()
     except ProtocolError:
         pass
 

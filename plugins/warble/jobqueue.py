@@ -16,12 +16,13 @@ A result is stored once: a second result for the same job is ignored.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from pidaemon.sqlite import connect
 
 QUEUED, DISPATCHED, RUNNING, DONE, FAILED, EXPIRED, REJECTED = (
     "queued", "dispatched", "running", "done", "failed", "expired", "rejected")
@@ -100,9 +101,7 @@ class JobQueue:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self):
-        self.db = sqlite3.connect(str(self.path), isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db = connect(self.path)
         self.db.executescript(SCHEMA)
         self._buckets: dict[str, _Bucket] = {}
         self._last_served: dict[str, float] = {}

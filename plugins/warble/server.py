@@ -34,7 +34,7 @@ from pidaemon.schema import Integer, Number, String, settings
 from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
 from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.posts import NoWarble, program_of
-from pidaemon.warble.store import decode_value, encode_value
+from pidaemon.warble.values import decode_value, encode_value
 from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
 
 from . import hookspecs

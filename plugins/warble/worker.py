@@ -29,7 +29,7 @@ from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Checked, Integer, Number, settings
 from pidaemon.warble import Limits, Runner, lights_builtin, playsound_builtin
 from pidaemon.warble.errors import QuotaExceeded, WarbleError
-from pidaemon.warble.store import decode_value, encode_value
+from pidaemon.warble.values import decode_value, encode_value
 
 from . import hookspecs
 from .hookspecs import WarbleHooks

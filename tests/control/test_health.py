@@ -153,7 +153,7 @@ def test_broadcast_ping_answers_are_spread_over_the_requested_window(broker, obs
 def test_the_registry_asks_for_a_spread_that_nodes_grant_within_the_timeout(tmp_path, interval, spread, asked):
     server = daemon("server", None, tmp_path / "server", role="server", plugins={
         "registry": registry_section(tmp_path, ping_interval=interval, ping_spread=spread)})
-    server._load_plugins()
+    server.load_plugins()
     assert server.plugin("registry").ping_spread == asked
 
 

@@ -12,7 +12,7 @@ from tests.control.helpers import daemon, registry_section, wait_until
 def make_registry(tmp_path, **extra):
     server = daemon("server", "mqtt://127.0.0.1:1", tmp_path / "server", role="server",
                     plugins={"registry": registry_section(tmp_path, **extra)})
-    server._load_plugins()
+    server.load_plugins()
     published = []
     server.publish = lambda topic, payload, qos=0, retain=False, **props: published.append(
         (topic, payload, retain)) or True

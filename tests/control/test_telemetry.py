@@ -96,7 +96,7 @@ def test_published_telemetry_matches_the_schema_with_fake_thermal_and_real_psuti
 def test_missing_sensors_are_omitted_never_faked(tmp_path, schema):
     node = daemon("bare", "mqtt://127.0.0.1:1", tmp_path / "state", plugins={
         "system": {"thermal_root": str(tmp_path / "no-thermal"), "vcgencmd": str(tmp_path / "no-vcgencmd")}})
-    node._load_plugins()
+    node.load_plugins()
     readings = node.collect_telemetry()
     assert "cpu_temperature" not in readings and "thermal_zones" not in readings
     assert "throttling" not in readings
@@ -109,7 +109,7 @@ def test_a_zone_with_an_unreadable_temperature_is_left_out(tmp_path):
     (root / "thermal_zone0" / "temp").write_text("not a number\n")
     node = daemon("half", "mqtt://127.0.0.1:1", tmp_path / "state",
                   plugins={"system": {"thermal_root": str(root), "vcgencmd": ""}})
-    node._load_plugins()
+    node.load_plugins()
     readings = node.collect_telemetry()
     assert readings["thermal_zones"] == {"gpu-thermal": 45.0}
     assert readings["cpu_temperature"] == 45.0  # no CPU zone left: the first readable zone
@@ -117,7 +117,7 @@ def test_a_zone_with_an_unreadable_temperature_is_left_out(tmp_path):
 
 def test_cpu_percent_comes_from_this_instance_counters(tmp_path):
     node = daemon("cpu", "mqtt://127.0.0.1:1", tmp_path / "state", plugins={"system": {"vcgencmd": ""}})
-    node._load_plugins()
+    node.load_plugins()
     system: SystemReadings = node.plugin("system")
     end = psutil.cpu_times().user + 0.3
     while psutil.cpu_times().user < end:  # burn CPU so that the percentage is above zero
@@ -162,7 +162,7 @@ def test_schema_checker_rejects_what_the_schema_forbids(schema):
 
 def test_a_sample_right_after_the_previous_one_has_no_cpu_percentage(tmp_path):
     node = daemon("quick", "mqtt://127.0.0.1:1", tmp_path / "state", plugins={"system": {"vcgencmd": ""}})
-    node._load_plugins()
+    node.load_plugins()
     first = node.plugin("system").readings()  # microseconds after the plugin was created
     assert "cpu_percent" not in first and "cpu_percent_per_core" not in first
     assert "cpu_percent" not in first["daemon"]

@@ -10,7 +10,7 @@ import pytest
 
 from pidaemon import hookimpl
 from tests.service.cluster import InProcessCluster, wait_until
-from tests.test_bus_integration import catalog_with
+from tests.support.plugins import catalog_with
 
 
 def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_path):
