@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,9 +27,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .config import BrokerAddress
+from .names import topic_name_problem
 
 MISC_INTERVAL = 1.0  # seconds between paho's keepalive checks
 CONNECT_ERRORS = (OSError, ssl.SSLError, socket.timeout, ValueError)
+INVALID_TOPIC_LOG_INTERVAL = 60.0  # seconds between two log lines about refused topic names
 
 
 class PayloadError(ValueError):
@@ -175,7 +178,9 @@ class Bus:
         self._last_connection_was_up = False  # did the latest attempt get as far as a CONNACK?
         self._unacknowledged: set[int] = set()  # message ids of QoS 1/2 publishes not yet acknowledged
         self.connected_event = asyncio.Event()
-        self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0}
+        self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0,
+                      "invalid_topics": 0}
+        self._invalid_topic_logged = float("-inf")
         self.client = self._make_client()
 
     # ------------------------------------------------------------ public API
@@ -226,11 +231,16 @@ class Bus:
 
     def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False,
                 properties: Properties | None = None) -> bool:
-        """Send a message; False if it was refused (QoS 0 while offline, or the queue is full).
+        """Send a message; False if it was refused (an invalid topic name, QoS 0 while offline,
+        or the queue is full).
 
         While disconnected, QoS 1 and 2 messages wait in a queue of at most
         `queue_limit`; they are sent, in order, after the next connection.
         """
+        problem = topic_name_problem(topic)
+        if problem is not None:
+            self._refuse_topic(topic, problem)
+            return False
         data = encode_payload(payload)
         if self._connected:
             info = self.client.publish(topic, data, qos, retain, properties)
@@ -246,6 +256,18 @@ class Bus:
             return False
         self._offline_queue.append((topic, data, qos, retain, properties))
         return True
+
+    def _refuse_topic(self, topic: Any, problem: str) -> None:
+        """A publish to an invalid topic name never reaches paho (the broker would drop the
+        connection, and a retry would do it again): counted, and logged at most once a minute."""
+        self.stats["invalid_topics"] += 1
+        now = time.monotonic()
+        if now - self._invalid_topic_logged < INVALID_TOPIC_LOG_INTERVAL:
+            return
+        self._invalid_topic_logged = now
+        shown = repr(topic)[:100]
+        self.log.warning("refused to publish to %s: %s (%d such refusals so far)", shown, problem,
+                         self.stats["invalid_topics"])
 
     def properties(self, *, response_topic: str | None = None, correlation_data: bytes | None = None,
                    user_properties: dict[str, str] | None = None) -> Properties | None:

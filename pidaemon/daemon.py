@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from . import __version__
 from .bus import Bus, BusSettings, Message, Subscription, topic_matches
@@ -36,6 +36,8 @@ T = TypeVar("T")
 _NO_DEFAULT: Any = object()
 
 INFO_SCHEMA_VERSION = 1
+RESTART_DELAY_MIN, RESTART_DELAY_MAX = 0.5, 30.0  # seconds before a crashed supervised task runs again
+RESTART_HEALTHY_AFTER = 60.0                       # seconds of running that reset the delay
 
 
 class DaemonError(Exception):
@@ -127,6 +129,7 @@ class Daemon:
         self.started_at: float | None = None
         self._routes: list[tuple[str, str]] = []  # (topic filter, plugin name)
         self._tasks: set[asyncio.Task] = set()
+        self.task_restarts: dict[str, int] = {}  # supervised task name: restarts after a crash
         self._stop_requested = asyncio.Event()
         self._stopped = False
 
@@ -178,6 +181,33 @@ class Daemon:
         task.add_done_callback(self._task_done)
         return task
 
+    def supervise(self, make: Callable[[], Awaitable], name: str) -> asyncio.Task:
+        """Run a task that must not die: `make()` is awaited again after an unexpected exception.
+
+        For a plugin's long-running loops (health pings, dispatch).  Each crash is
+        logged with where it happened and counted in the node's telemetry
+        (`task_restarts`); the pause before a restart grows from 0.5 s to 30 s
+        and is back to 0.5 s once the task has run a minute without failing.
+        """
+        return self.spawn(self._supervised(make, name), name=name)
+
+    async def _supervised(self, make: Callable[[], Awaitable], name: str) -> None:
+        loop = asyncio.get_running_loop()
+        delay = RESTART_DELAY_MIN
+        while True:
+            started = loop.time()
+            try:
+                await make()
+                return
+            except Exception as exc:
+                self.task_restarts[name] = self.task_restarts.get(name, 0) + 1
+                if loop.time() - started > RESTART_HEALTHY_AFTER:
+                    delay = RESTART_DELAY_MIN
+                self.log.error("task %s crashed: %s; restarting it in %.1f s (%d restarts)", name,
+                               describe_error(exc), delay, self.task_restarts[name])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_DELAY_MAX)
+
     def retarget_broker(self, broker: BrokerAddress | str) -> None:
         """Use another broker from the next connection on (discovery saw the server move)."""
         self.broker = parse_broker_url(broker)
@@ -190,7 +220,7 @@ class Daemon:
 
     def collect_telemetry(self) -> dict[str, Any]:
         """Every plugin's `pidaemon_telemetry` readings merged into one mapping."""
-        readings: dict[str, Any] = {}
+        readings: dict[str, Any] = {"task_restarts": dict(self.task_restarts)} if self.task_restarts else {}
         for call in self.hooks.telemetry():
             for key, value in (call.result or {}).items():
                 if key in readings:

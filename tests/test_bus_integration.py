@@ -190,3 +190,46 @@ def test_shutdown_waits_until_every_qos1_message_is_acknowledged(broker, observe
     observer.wait_for("picluster/nodes/burst/status", "offline")
     received = [m.payload for m in observer.messages if m.topic == "picluster/test/burst"]
     assert received == [str(i).encode() for i in range(500)]
+
+
+HOSTILE_TOPICS = ["picluster/replies/\x01", "picluster/replies/a\x7fb", "picluster/replies/\uffff",
+                  "picluster/replies/\U0010fffe", "picluster/replies/\x85", "picluster/replies/+", "",
+                  "picluster/replies/" + "x" * 70_000]
+
+
+def test_a_publish_to_an_invalid_topic_is_refused_and_the_connection_stays_up(broker, observer, caplog):
+    """mosquitto drops a client that publishes to such a topic; a retry would drop it again, for good."""
+    async def scenario():
+        node = make_daemon("topics", broker.url)
+        await node.start()
+        try:
+            assert await node.bus.wait_connected(10)
+            refused = [node.publish(topic, {"n": 1}, qos=1) for topic in HOSTILE_TOPICS]
+            assert node.publish("picluster/replies/after", {"n": 2}, qos=1)
+            await asyncio.to_thread(observer.wait_for, "picluster/replies/after", timeout=10)
+            return refused, dict(node.bus.stats), node.bus.connected
+        finally:
+            await node.shutdown()
+
+    refused, stats, connected = asyncio.run(scenario())
+    assert refused == [False] * len(HOSTILE_TOPICS)
+    assert (stats["invalid_topics"], stats["disconnects"], connected) == (len(HOSTILE_TOPICS), 0, True)
+    warnings = [r.getMessage() for r in caplog.records if "refused to publish" in r.getMessage()]
+    assert len(warnings) == 1 and "U+0001" in warnings[0]  # once, not once per message
+
+
+def test_an_invalid_topic_is_not_queued_while_offline():
+    async def scenario():
+        node = make_daemon("offline-topics", "mqtt://127.0.0.1:1")
+        node._make_state_dir()
+        node.load_plugins()
+        node.broker = node.config["mqtt"]["broker"]
+        node._start_bus()
+        try:
+            results = [node.publish(topic, b"x", qos=1) for topic in HOSTILE_TOPICS]
+            return results, node.bus.queued
+        finally:
+            await node.bus.stop()
+
+    results, queued = asyncio.run(scenario())
+    assert results == [False] * len(HOSTILE_TOPICS) and queued == 0

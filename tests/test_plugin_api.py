@@ -386,3 +386,28 @@ def test_no_hook_is_called_around_pluggy():
     offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "pidaemon").rglob("*.py")
                  if "impl.function(" in path.read_text()]
     assert offenders == []
+
+
+def test_a_supervised_task_is_restarted_after_a_crash_and_counted(monkeypatch, caplog):
+    monkeypatch.setattr("pidaemon.daemon.RESTART_DELAY_MIN", 0.01)
+    runs = []
+
+    async def flaky_loop():
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise TypeError("a forged record")
+        await asyncio.sleep(3600)
+
+    async def scenario():
+        node = make_daemon("sup", "mqtt://127.0.0.1:1", plugins={})
+        node.supervise(flaky_loop, "test:loop")
+        await wait_until(lambda: len(runs) == 3, 10, what="third run")
+        readings = node.collect_telemetry()
+        for task in list(node._tasks):
+            task.cancel()
+        return readings
+
+    readings = asyncio.run(scenario())
+    assert readings["task_restarts"] == {"test:loop": 2}
+    crashes = [r.getMessage() for r in caplog.records if "task test:loop crashed" in r.getMessage()]
+    assert len(crashes) == 2 and "TypeError: a forged record" in crashes[0]
