@@ -32,6 +32,10 @@ from .names import topic_name_problem
 MISC_INTERVAL = 1.0  # seconds between paho's keepalive checks
 CONNECT_ERRORS = (OSError, ssl.SSLError, socket.timeout, ValueError)
 INVALID_TOPIC_LOG_INTERVAL = 60.0  # seconds between two log lines about refused topic names
+SESSION_TAKEN_OVER = 142           # MQTT v5 DISCONNECT reason: another client connected with this client id
+SHORT_CONNECTION = 2.0             # seconds: a connection the broker closes sooner was short
+SHORT_CONNECTION_WINDOW = 60.0     # seconds in which...
+SHORT_CONNECTIONS_FOR_TAKEOVER = 3  # ...this many short connections mean a takeover (MQTT 3.1.1)
 
 
 class PayloadError(ValueError):
@@ -179,8 +183,10 @@ class Bus:
         self._unacknowledged: set[int] = set()  # message ids of QoS 1/2 publishes not yet acknowledged
         self.connected_event = asyncio.Event()
         self.stats = {"connects": 0, "disconnects": 0, "refused_publishes": 0, "failed_attempts": 0,
-                      "invalid_topics": 0}
+                      "invalid_topics": 0, "taken_over": 0}
         self._invalid_topic_logged = float("-inf")
+        self._connected_since = float("-inf")
+        self._short_connections: deque[float] = deque()  # when connections closed right after opening
         self.client = self._make_client()
 
     # ------------------------------------------------------------ public API
@@ -411,9 +417,28 @@ class Bus:
         if was_connected:
             self.stats["disconnects"] += 1
             if not self._stopping:
-                self.log.warning("lost connection to broker %s (%s); reconnecting", self.settings.broker,
-                                 reason_code)
+                self.log.warning("lost connection to broker %s (%s)%s; reconnecting", self.settings.broker,
+                                 reason_code, self._takeover_hint(reason_code))
             self._loop.call_soon(self._on_disconnected)
+
+    def _takeover_hint(self, reason_code) -> str:
+        """Two clients with one client id take over each other's session, again and again: say so.
+
+        MQTT v5 brokers give the reason (Session taken over); under 3.1.1 the sign
+        is a run of connections closed by the broker right after they opened.
+        """
+        now = time.monotonic()
+        taken_over = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
+        if not taken_over and now - self._connected_since < SHORT_CONNECTION:
+            self._short_connections.append(now)
+            while self._short_connections and now - self._short_connections[0] > SHORT_CONNECTION_WINDOW:
+                self._short_connections.popleft()
+            taken_over = len(self._short_connections) >= SHORT_CONNECTIONS_FOR_TAKEOVER
+        if not taken_over:
+            return ""
+        self.stats["taken_over"] += 1
+        return (f": another client uses this client id {self.settings.client_id!r} (two nodes with the same "
+                f"node id take over each other's connection: give each node its own node.id)")
 
     def _paho_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
@@ -486,6 +511,7 @@ class Bus:
         if self.client._sock is None:  # lost again before we got here
             return
         self._connected = True
+        self._connected_since = time.monotonic()
         self._last_connection_was_up = True
         self.stats["connects"] += 1
         self.log.info("connected to broker %s", self.settings.broker)

@@ -77,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(config["logging"]["level"], config["logging"]["format"])
     log = logging.getLogger("pidaemon")
+    log.info("configuration read from %s", ", ".join(config.sources))
     for warning in config.warnings:
         log.warning("config: %s", warning)
     return asyncio.run(_run_daemon(config, catalog, log, trace_plugins=args.trace_plugins or None))
@@ -205,25 +206,44 @@ def cmd_sim(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+
+        async def unless_stopped(awaitable):
+            """`awaitable`'s result, or None at once when Ctrl-C (or SIGTERM) comes first."""
+            task = asyncio.ensure_future(awaitable)
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return None
+            return task.result()
+
+        where = broker.url if broker else f"mqtt://{args.listen} (embedded broker, MQTT 3.1.1)"
         try:
-            await cluster.start()
-        except DaemonError as exc:
-            cause = exc.__cause__
-            log.error("%s", cause if isinstance(cause, BrokerPortTaken) else exc)
+            try:
+                await unless_stopped(cluster.start())
+            except DaemonError as exc:
+                cause = exc.__cause__
+                log.error("%s", cause if isinstance(cause, BrokerPortTaken) else exc)
+                return EXIT_FAILURE
+            online = None if stop.is_set() else await unless_stopped(cluster.wait_online(30))
+            if online:
+                devices = ", ".join(node.id for node in cluster.devices)
+                log.info("cluster online: 1 server, %d workers%s on %s", len(cluster.workers),
+                         f" and {devices}" if devices else "", where)
+                host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
+                log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
+                broker_flag = "" if (host, port) == ("127.0.0.1", "1883") else f" --broker mqtt://{host}:{port}"
+                log.info("run a program with: pidaemon submit 'PRINT(\"hello cluster\")' --wait%s", broker_flag)
+            elif online is False:
+                log.warning("not every node came online within 30 s; still trying (Ctrl-C stops)")
+            await stop.wait()
+        finally:
             await cluster.shutdown()
+        if not any(node.bus is not None and node.bus.stats["connects"] for node in cluster.nodes):
+            log.error("stopped without ever reaching the broker %s", where)
             return EXIT_FAILURE
-        if await cluster.wait_online(30):
-            where = broker.url if broker else f"mqtt://{args.listen} (embedded broker, MQTT 3.1.1)"
-            log.info("cluster online: 1 server, %d workers, a lamp (sim-lights) and a speaker (sim-audio) on %s",
-                     args.workers, where)
-            host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
-            log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
-            broker_flag = "" if (host, port) == ("127.0.0.1", "1883") else f" --broker mqtt://{host}:{port}"
-            log.info("run a program with: pidaemon submit 'PRINT(\"hello cluster\")' --wait%s", broker_flag)
-        else:
-            log.warning("not every node came online within 30 s; still trying")
-        await stop.wait()
-        await cluster.shutdown()
         return EXIT_OK
 
     return asyncio.run(run())

@@ -31,7 +31,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .bus import BusSettings, CONNECT_ERRORS, Message, Subscription, encode_payload, topic_matches
+from .bus import (
+    CONNECT_ERRORS,
+    BusSettings,
+    Message,
+    Subscription,
+    encode_payload,
+    topic_matches,
+)
 from .config import parse_broker_url
 from .names import TOPIC_PREFIX_DOC, is_topic_prefix
 
@@ -224,10 +231,7 @@ class CliClient:
 
     def close(self, wait: bool = True) -> None:
         """Disconnect; with `wait` False (Ctrl-C), without waiting for the network thread."""
-        try:
-            self.client.disconnect()
-        except Exception:  # closing must not hide why the command ends
-            pass
+        self.client.disconnect()  # also wakes the network thread up
         if wait:
             self.client.loop_stop()
 

@@ -284,6 +284,7 @@ class Daemon:
         self.started_at = round(time.time(), 3)
         self._make_state_dir()
         self.load_plugins()
+        self.log.info("plugins: %s", self._plugins_line())
         for call in await self.hooks.configure():
             if call.error is not None:
                 message = f'plugin "{call.plugin}" failed in pidaemon_configure: {describe_error(call.error)}'
@@ -374,6 +375,18 @@ class Daemon:
                 continue
             self.plugins[record.name] = instance
             record.hooks = implemented_hooks(instance)
+
+    def _plugins_line(self) -> str:
+        """`ping 0.1.0, example_sensor 1.2.3 (pidaemon-example-sensor); disabled: sound` for the start-up log."""
+        own = self.catalog.version("ping")[0] if "ping" in self.catalog.entry_points else None
+        loaded, other = [], []
+        for name, record in self.records.items():
+            if record.state == "configured":
+                origin = "" if record.distribution in (own, "?") else f" ({record.distribution})"
+                loaded.append(f"{name} {record.version}{origin}")
+            else:
+                other.append(f"{name} {record.state}")
+        return (", ".join(loaded) or "none") + (f"; {', '.join(other)}" if other else "")
 
     @staticmethod
     def _plugin_settings(plugin_class: type, section: dict) -> Any:

@@ -1,11 +1,16 @@
 """`pidaemon status`: the cluster as a table, read from the broker like any other client.
 
 The source is the server's retained registry (`<prefix>/registry`, published by
-the `registry` plugin).  Without a registry (no server running it), the table
-is built from the nodes' own retained `status`, `info` and `telemetry`, without
-health states beyond `online`/`offline`.
+the `registry` plugin).  A retained registry outlives its server, so it is
+checked against the server's own status topic and its age: when the server is
+offline, or has not updated its registry for `--stale-after` seconds, the table
+says so first and shows, where they disagree, what each node's own status topic
+says now.  Without a registry (no server running it), the table is built from
+the nodes' own retained `status`, `info` and `telemetry`, without health states
+beyond `online`/`offline`.
 
     pidaemon status --broker mqtt://10.0.0.1:1883
+    pidaemon status --role worker --state offline,unhealthy --sort cpu
     pidaemon status --watch            # refresh every --interval seconds
     pidaemon status --json             # the same rows as JSON, for scripts
 """
@@ -14,147 +19,201 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import threading
 import time
-import uuid
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-EXIT_OK, EXIT_FAILURE = 0, 1
+from .bus import Message, PayloadError, Subscription, topic_matches
+from .cli_client import BrokerError, CliClient, UsageError, add_connection_arguments, settings_from_args
+from .topics import Topics
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 COLUMNS = ("NODE", "ROLE", "STATE", "CPU", "MEM", "TEMP", "LAST SEEN")
+STATES = ("online", "unhealthy", "offline", "unknown")
+# A server refreshes its registry every `refresh_interval` (10 s by default) while anything changes, and
+# every node's telemetry changes every 5 s: three default intervals without an update is a silent server.
+STALE_AFTER = 30.0
+STALE_NOTE = "What follows is what it last knew, not the cluster now; NOW is each node's own status topic where it " \
+             "disagrees."
+QUIET = 0.3  # seconds without a message that end the burst of retained messages after a subscription
+
+
+def _list_of(choices: tuple[str, ...] | None):
+    """An argparse type for `A,B` values (the option is also repeatable)."""
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        for item in items:
+            if choices is not None and item not in choices:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
+        return items
+    return parse
+
+
+# How rows sort: (value of a row, highest first?).  Rows without the value come last.
+SORT_KEYS: dict[str, tuple[Callable[[dict], Any], bool]] = {
+    "node": (lambda row: row["node"], False),
+    "role": (lambda row: row["role"], False),
+    "state": (lambda row: {"offline": 0, "unhealthy": 1, "unknown": 2, "online": 3}.get(row["state"], 2), False),
+    "cpu": (lambda row: row["cpu_percent"], True),
+    "mem": (lambda row: row["memory_percent"], True),
+    "temp": (lambda row: row["cpu_temperature"], True),
+    "last-seen": (lambda row: row["last_seen"], False),   # seen longest ago first
+}
 
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("status", help="print the cluster's nodes, their state and readings")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
-                        help="mqtt://HOST:PORT or mqtts://HOST:PORT (default mqtt://127.0.0.1:1883)")
-    parser.add_argument("--prefix", default="picluster", help="MQTT topic prefix (default picluster)")
+    add_connection_arguments(parser)
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period of --watch")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="how long to wait for the broker and the retained messages")
-    parser.add_argument("--username", help="MQTT user name")
-    parser.add_argument("--password-file", metavar="FILE", help="file holding the MQTT password")
-    parser.add_argument("--ca-file", metavar="FILE", help="CA certificate for mqtts://")
+    parser.add_argument("--role", action="append", type=_list_of(None), default=[], metavar="ROLE[,ROLE]",
+                        help="only nodes of these roles (repeatable)")
+    parser.add_argument("--state", action="append", type=_list_of(STATES), default=[], metavar="STATE[,STATE]",
+                        help=f"only nodes in these states: {', '.join(STATES)} (repeatable)")
+    parser.add_argument("--sort", choices=list(SORT_KEYS), default="node",
+                        help="order of the rows (default node); cpu, mem and temp: highest first; state: offline, "
+                             "unhealthy, unknown, online; last-seen: longest ago first")
+    parser.add_argument("--reverse", action="store_true", help="reverse the order of --sort")
+    parser.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="SECONDS",
+                        help=f"a registry not updated for this long is old: its server is not running as it should "
+                             f"(default {STALE_AFTER:g})")
+    parser.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                        help="colour the states: auto (default) when the output is a terminal and NO_COLOR is not set")
     parser.set_defaults(func=cmd_status)
 
 
-# ---------------------------------------------------------------- collecting
+# ---------------------------------------------------------------- what the broker says
+
+@dataclass(frozen=True)
+class ServerState:
+    """Whether a registry is current: its server's own status topic and the registry's age."""
+
+    server: str | None        # the server the registry names; None without a registry
+    status: str | None        # that server's own status topic: online, offline, or None (nothing retained)
+    updated: float | None     # the registry's "time"
+    stale_after: float
+
+    def age(self, now: float) -> float | None:
+        return None if self.updated is None else max(0.0, now - self.updated)
+
+    def offline(self) -> bool:
+        return self.status == "offline"
+
+    def is_current(self, now: float) -> bool:
+        age = self.age(now)
+        return self.server is not None and not self.offline() and age is not None and age <= self.stale_after
+
+    def problem(self, now: float) -> str | None:
+        """What is wrong with the server, in one sentence; None when its registry is current."""
+        if self.server is None or self.is_current(now):
+            return None
+        when = f"{ago(self.updated, now)}, at {_clock(self.updated, now)}" if self.updated is not None \
+            else "at an unknown time"
+        if self.offline():
+            return f"server {self.server} is offline (its status topic says so); last heard from {when} " \
+                   f"(its registry's last update)."
+        status = "online" if self.status == "online" else "nothing (no retained status)"
+        return f"server {self.server} is not updating its registry: last update {when}, more than " \
+               f"{self.stale_after:g} s ago, although its status topic says {status}."
+
+
+def server_state(registry: dict[str, Any] | None, statuses: dict[str, str],
+                 stale_after: float = STALE_AFTER) -> ServerState:
+    """The state of the server that published `registry` (None: no registry), from the nodes' status topics."""
+    registry = registry or {}
+    server = registry.get("server") if isinstance(registry.get("server"), str) else None
+    updated = registry.get("time") if isinstance(registry.get("time"), (int, float)) else None
+    return ServerState(server, statuses.get(server) if server else None, updated, stale_after)
+
 
 class ClusterView:
-    """A paho client (own network thread) that keeps the latest registry, or the nodes' own topics."""
+    """What the retained (and later) messages say: the server's registry, and each node's own topics."""
 
-    def __init__(self, prefix: str):
-        self.prefix = prefix
+    def __init__(self, topics: Topics):
+        self.topics = topics
         self.registry: dict[str, Any] | None = None
         self.status: dict[str, str] = {}
         self.info: dict[str, dict] = {}
         self.telemetry: dict[str, dict] = {}
-        self.fallback = False
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        self.connected = threading.Event()
-        self.error: str | None = None
-        self.client = None
 
-    def connect(self, broker_url: str, timeout: float, username: str | None = None, password: str | None = None,
-                ca_file: str | None = None) -> None:
-        import paho.mqtt.client as mqtt
+    def registry_subscriptions(self) -> list[Subscription]:
+        return [Subscription(self.topics.join("registry")), Subscription(self.topics.status("+"))]
 
-        from .config import parse_broker_url
+    def node_subscriptions(self) -> list[Subscription]:
+        return [Subscription(self.topics.info("+")), Subscription(self.topics.telemetry("+"), qos=0)]
 
-        broker = parse_broker_url(broker_url)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pidaemon-status-{uuid.uuid4().hex[:8]}",
-                             protocol=mqtt.MQTTv311)
-        client.connect_timeout = timeout
-        if username:
-            client.username_pw_set(username, password)
-        if broker.tls:
-            client.tls_set(ca_certs=ca_file)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client = client
-        client.connect(broker.host, broker.port, keepalive=30)
-        client.loop_start()
-        if not self.connected.wait(timeout):
-            raise ConnectionError(self.error or f"no answer from {broker.url} within {timeout} s")
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self.error = f"broker refused the connection: {reason_code}"
-            return
-        topics = [(f"{self.prefix}/registry", 1)]
-        if self.fallback:
-            topics += [(f"{self.prefix}/nodes/+/{name}", 1) for name in ("status", "info", "telemetry")]
-        client.subscribe(topics)
-        self.connected.set()
-
-    def use_node_topics(self) -> None:
-        """No registry: listen to every node's retained status, info and telemetry instead."""
-        self.subscribed.clear()
-        self.fallback = True
-        self.client.subscribe([(f"{self.prefix}/nodes/+/{name}", 1) for name in ("status", "info", "telemetry")])
-
-    def _on_message(self, client, userdata, message) -> None:
-        topic = message.topic[len(self.prefix) + 1:]
+    def handle(self, message: Message) -> None:
+        """Take in one message; a malformed one is skipped (it does not stop the table)."""
         try:
-            if topic == "registry":
-                data = json.loads(message.payload) if message.payload else None
-                with self.lock:
-                    self.registry = data if isinstance(data, dict) else None
+            if message.topic == self.topics.join("registry"):
+                data = message.json() if message.payload else None
+                self.registry = data if isinstance(data, dict) and isinstance(data.get("nodes"), dict) else None
                 return
-            levels = topic.split("/")
-            if len(levels) != 3 or levels[0] != "nodes":
-                return
-            node_id, kind = levels[1], levels[2]
-            with self.lock:
-                if kind == "status":
-                    self.status[node_id] = message.payload.decode("utf-8", "replace")
-                elif kind == "info" and message.payload:
-                    self.info[node_id] = json.loads(message.payload)
-                elif kind == "telemetry" and message.payload:
-                    self.telemetry[node_id] = json.loads(message.payload)
-        except (ValueError, UnicodeDecodeError):
-            pass  # a malformed message does not stop the table
+            node_id = message.topic.split("/")[-2]
+            if topic_matches(self.topics.status("+"), message.topic):
+                if message.payload:
+                    self.status[node_id] = message.text().strip()
+                else:
+                    self.status.pop(node_id, None)  # a cleared status: the node left the cluster
+            elif topic_matches(self.topics.info("+"), message.topic) and message.payload:
+                self.info[node_id] = message.json()
+            elif topic_matches(self.topics.telemetry("+"), message.topic) and message.payload:
+                self.telemetry[node_id] = message.json()
+        except PayloadError:
+            pass
 
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.loop_stop()
-            self.client.disconnect()
+    def server_state(self, stale_after: float = STALE_AFTER) -> ServerState:
+        return server_state(self.registry, self.status, stale_after)
 
-    # ------------------------------------------------------------ the view
-
-    def report(self) -> dict[str, Any]:
-        with self.lock:
-            if self.registry is not None and isinstance(self.registry.get("nodes"), dict):
-                return report_from_registry(self.registry)
-            return report_from_node_topics(self.status, self.info, self.telemetry)
+    def report(self, now: float | None = None, stale_after: float = STALE_AFTER) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        if self.registry is not None:
+            return report_from_registry(self.registry, self.status, now=now, stale_after=stale_after)
+        return report_from_node_topics(self.status, self.info, self.telemetry, now=now)
 
 
-def report_from_registry(registry: dict[str, Any]) -> dict[str, Any]:
+def report_from_registry(registry: dict[str, Any], statuses: dict[str, str] | None = None, *,
+                         now: float | None = None, stale_after: float = STALE_AFTER) -> dict[str, Any]:
+    """The rows of the registry; with `statuses` (each node's own status topic), whether it is current."""
+    now = time.time() if now is None else now
+    statuses = statuses or {}
     rows = []
     for node_id, record in sorted(registry["nodes"].items()):
         if not isinstance(record, dict):
             continue
         telemetry = record.get("telemetry") or {}
-        rows.append(_row(node_id, record, telemetry, record.get("state", "unknown")))
-    return _report("registry", rows, registry.get("server"), registry.get("time"))
+        row = _row(node_id, record, telemetry, record.get("state", "unknown"))
+        row["own_status"] = statuses.get(node_id)
+        rows.append(row)
+    report = _report("registry", rows, registry.get("server"), registry.get("time"))
+    server = server_state(registry, statuses, stale_after)
+    report.update(server_status=server.status, problem=server.problem(now))
+    report["stale"] = report["problem"] is not None
+    return report
 
 
 def report_from_node_topics(status: dict[str, str], info: dict[str, dict],
-                            telemetry: dict[str, dict]) -> dict[str, Any]:
+                            telemetry: dict[str, dict], *, now: float | None = None) -> dict[str, Any]:
     from pidaemon_plugins.registry.telemetry_summary import summarize_telemetry
 
     rows = []
     for node_id in sorted(set(status) | set(info) | set(telemetry)):
         state = status.get(node_id) or "unknown"
         summary = summarize_telemetry(telemetry[node_id]) if isinstance(telemetry.get(node_id), dict) else {}
-        record = dict(info.get(node_id) or {})
+        record = dict(info.get(node_id) or {}) if isinstance(info.get(node_id), dict) else {}
         record.setdefault("last_seen", summary.get("time"))
-        rows.append(_row(node_id, record, summary, state if state in ("online", "offline") else "unknown"))
-    return _report("node topics", rows, None, time.time())
+        row = _row(node_id, record, summary, state if state in ("online", "offline") else "unknown")
+        row["own_status"] = status.get(node_id)
+        rows.append(row)
+    report = _report("node topics", rows, None, time.time() if now is None else now)
+    report.update(server_status=None, stale=False, problem=None)
+    return report
 
 
 def _row(node_id: str, record: dict, telemetry: dict, state: str) -> dict[str, Any]:
@@ -180,9 +239,48 @@ def _report(source: str, rows: list[dict], server: str | None, when: float | Non
     return report
 
 
+# ---------------------------------------------------------------- choosing and ordering rows
+
+def select_rows(report: dict[str, Any], roles: list[str] = (), states: list[str] = (), sort: str = "node",
+                reverse: bool = False) -> dict[str, Any]:
+    """The report with only the rows of `roles` and `states` (all when empty), in `sort` order.
+
+    `counts` stay those of the whole cluster; `shown` is the number of rows kept.
+    """
+    rows = [row for row in report["nodes"]
+            if (not roles or row["role"] in roles) and (not states or row["state"] in states)]
+    value, highest_first = SORT_KEYS[sort]
+    present = sorted((row for row in rows if value(row) is not None), key=lambda row: row["node"])
+    present.sort(key=value, reverse=highest_first != reverse)  # stable: ties stay in node order
+    missing = [row for row in rows if value(row) is None]
+    selected = dict(report, nodes=present + missing)
+    if roles or states:
+        selected["shown"] = len(rows)
+        selected["filters"] = {"role": list(roles), "state": list(states)}
+    return selected
+
+
 # ---------------------------------------------------------------- printing
 
-def _ago(timestamp: Any, now: float) -> str:
+COLORS = {"online": "32", "unhealthy": "1;33", "offline": "1;31", "unknown": "35", "problem": "1;31",
+          "header": "1", "stale": "2"}
+
+
+def use_color(choice: str, stream: TextIO) -> bool:
+    """--color always|never, or auto: a terminal, NO_COLOR unset or empty (no-color.org), TERM not dumb."""
+    if choice in ("always", "never"):
+        return choice == "always"
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _paint(text: str, kind: str | None, color: bool) -> str:
+    code = COLORS.get(kind or "")
+    return f"\x1b[{code}m{text}\x1b[0m" if color and code and text.strip() else text
+
+
+def ago(timestamp: Any, now: float) -> str:
+    """`12s ago`, `3m ago`, `1.5h ago`, `2.0d ago`; `-` for no time."""
     if not isinstance(timestamp, (int, float)):
         return "-"
     seconds = max(0.0, now - timestamp)
@@ -195,27 +293,56 @@ def _ago(timestamp: Any, now: float) -> str:
     return f"{seconds / 86400:.1f}d ago"
 
 
+def _clock(timestamp: float, now: float) -> str:
+    """Local time of day, with the date when it is not within the last day."""
+    fmt = "%H:%M:%S" if now - timestamp < 86400 else "%Y-%m-%d %H:%M:%S"
+    return time.strftime(fmt, time.localtime(timestamp))
+
+
 def _fmt(value: Any, unit: str) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.1f}{unit}"
 
 
-def format_table(report: dict[str, Any], now: float | None = None) -> str:
+def format_table(report: dict[str, Any], now: float | None = None, color: bool = False) -> str:
     now = time.time() if now is None else now
-    lines = [COLUMNS]
+    stale = bool(report.get("stale"))
+    columns = COLUMNS[:3] + ("NOW",) + COLUMNS[3:] if stale else COLUMNS
+    lines: list[tuple[tuple[str, str | None], ...]] = [tuple((name, "header") for name in columns)]
     for row in report["nodes"]:
-        lines.append((row["node"], row["role"] or "-", row["state"], _fmt(row["cpu_percent"], "%"),
-                      _fmt(row["memory_percent"], "%"), _fmt(row["cpu_temperature"], "°C"),
-                      _ago(row["last_seen"], now)))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(COLUMNS))]
-    out = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
+        # A dead server's word is dimmed: the colours of now are in NOW.
+        cells = [(row["node"], None), (row["role"] or "-", None), (row["state"], "stale" if stale else row["state"])]
+        if stale:
+            own = row.get("own_status")
+            disagrees = own is not None and own != row["state"]
+            cells.append((own if disagrees else "", own if disagrees else None))
+        cells += [(_fmt(row["cpu_percent"], "%"), None), (_fmt(row["memory_percent"], "%"), None),
+                  (_fmt(row["cpu_temperature"], "°C"), None), (ago(row["last_seen"], now), None)]
+        lines.append(tuple(cells))
+    widths = [max(len(line[i][0]) for line in lines) for i in range(len(columns))]
+    out = []
+    if report.get("problem"):
+        out += [_paint(report["problem"], "problem", color), STALE_NOTE, ""]
+    for line in lines:
+        cells = [_paint(text.ljust(widths[i]), kind, color) for i, (text, kind) in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
     c = report["counts"]
-    summary = (f"{len(report['nodes'])} nodes: {c['online']} online, {c['unhealthy']} unhealthy, "
-               f"{c['offline']} offline" + (f", {c['unknown']} unknown" if c["unknown"] else ""))
+    counts = [_paint(f"{c[state]} {state}", state if c[state] and not stale else None, color)
+              for state in ("online", "unhealthy", "offline")]
+    summary = f"{sum(c.values())} nodes: {', '.join(counts)}" + (f", {c['unknown']} unknown" if c["unknown"] else "")
     if report["source"] == "registry":
-        summary += f" (registry of server {report['server']}, {_ago(report['time'], now)})"
+        summary += f" (registry of server {report['server']}, {ago(report['time'], now)}"
+        summary += ": what it last knew)" if stale else ")"
     else:
         summary += " (no server registry found: from the nodes' own topics)"
+    if "shown" in report:
+        filters = report.get("filters") or {}
+        named = [f"--{name} {','.join(values)}" for name, values in filters.items() if values]
+        summary += f"; {report['shown']} shown ({' '.join(named)})"
     out += ["", summary]
+    if stale:
+        own = [row.get("own_status") for row in report["nodes"]]
+        out.append(f"their own status topics: {own.count('online')} online, {own.count('offline')} offline"
+                   + (f", {own.count(None)} without a status" if None in own else ""))
     for node_id, forwarder in (report.get("forwarders") or {}).items():
         out.append(f"forwarder on {node_id}: {forwarder.get('buffered', '?')} buffered, "
                    f"{forwarder.get('dropped', '?')} dropped, {forwarder.get('delivered', '?')} delivered, "
@@ -223,52 +350,54 @@ def format_table(report: dict[str, Any], now: float | None = None) -> str:
     return "\n".join(out)
 
 
-def render(report: dict[str, Any], as_json: bool) -> str:
-    return json.dumps(report, sort_keys=True) if as_json else format_table(report)
+def render(report: dict[str, Any], as_json: bool, color: bool = False) -> str:
+    return json.dumps(report, sort_keys=True) if as_json else format_table(report, color=color)
 
 
 # ---------------------------------------------------------------- the command
 
 def cmd_status(args: argparse.Namespace) -> int:
-    password = None
-    if args.password_file:
-        try:
-            with open(args.password_file, encoding="utf-8") as f:
-                password = f.read().strip()
-        except OSError as exc:
-            print(f"--password-file {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_FAILURE
-    view = ClusterView(args.prefix)
+    try:
+        settings = settings_from_args(args, client_id=f"pidaemon-status-{os.urandom(4).hex()}")
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    roles = [role for group in args.role for role in group]
+    states = [state for group in args.state for state in group]
+    color = use_color(args.color, sys.stdout) and not args.json
+    view = ClusterView(Topics(args.prefix))
+    client = CliClient(settings)
+    interrupted = False
     try:
         try:
-            view.connect(args.broker, args.timeout, args.username, password, args.ca_file)
-        except (OSError, ValueError, ConnectionError) as exc:
-            print(f"cannot reach the broker {args.broker}: {exc}", file=sys.stderr)
+            client.connect(args.timeout)
+            client.subscribe(view.registry_subscriptions(), args.timeout)
+            _take(view, client.quiet(QUIET, args.timeout))
+            if view.registry is None:  # no server: the nodes' own topics instead
+                client.subscribe(view.node_subscriptions(), args.timeout)
+                _take(view, client.quiet(QUIET, args.timeout))
+        except BrokerError as exc:
+            print(exc, file=sys.stderr)
             return EXIT_FAILURE
-        _wait_for_retained(view, args.timeout)
         while True:
-            text = render(view.report(), args.json)
+            report = select_rows(view.report(stale_after=args.stale_after), roles, states, args.sort, args.reverse)
+            text = render(report, args.json, color)
             if args.watch and not args.json and sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
             print(text, flush=True)
             if not args.watch:
                 return EXIT_OK
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
+            deadline = time.monotonic() + args.interval
+            while (event := client.next_event(deadline - time.monotonic())) is not None:
+                _take(view, [event])
+    except KeyboardInterrupt:  # the way to end --watch
+        interrupted = True
         return EXIT_OK
     finally:
-        view.close()
+        client.close(wait=not interrupted)
 
 
-def _wait_for_retained(view: ClusterView, timeout: float) -> None:
-    """Retained messages come right after the subscription is acknowledged: wait for them briefly."""
-    deadline = time.monotonic() + timeout
-    view.subscribed.wait(max(0.0, deadline - time.monotonic()))
-    grace = time.monotonic() + min(0.5, timeout)
-    while view.registry is None and time.monotonic() < grace:
-        time.sleep(0.02)
-    if view.registry is not None:
-        return
-    view.use_node_topics()
-    view.subscribed.wait(max(0.1, deadline - time.monotonic()))
-    time.sleep(min(0.5, timeout))  # the retained messages of many nodes
+def _take(view: ClusterView, events: list) -> None:
+    for event in events:
+        if isinstance(event, Message):
+            view.handle(event)

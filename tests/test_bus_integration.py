@@ -233,3 +233,21 @@ def test_an_invalid_topic_is_not_queued_while_offline():
 
     results, queued = asyncio.run(scenario())
     assert results == [False] * len(HOSTILE_TOPICS) and queued == 0
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_two_nodes_with_one_id_are_told_that_another_client_uses_it(broker, caplog, protocol):
+    async def scenario():
+        first = make_daemon("twin", broker.url, protocol=protocol)
+        second = make_daemon("twin", broker.url, protocol=protocol)
+        await first.start()
+        assert await first.bus.wait_connected(10)
+        await second.start()
+        try:
+            await wait_until(lambda: first.bus.stats["taken_over"] + second.bus.stats["taken_over"] > 0, 30,
+                             what="the takeover is recognised")
+        finally:
+            await asyncio.gather(first.shutdown(), second.shutdown())
+
+    asyncio.run(scenario())
+    assert any("another client uses this client id 'twin'" in r.getMessage() for r in caplog.records)

@@ -69,6 +69,10 @@ def test_pip_installed_plugin_loads_by_name_and_a_failing_one_is_contained(
     assert reply["seq"] == 1
     assert 'plugin "broken_startup" failed to start: RuntimeError: sensor not found on I2C bus 1' in log
     assert process.returncode == 0
+    # The start-up log says which files were read and which plugins run, third-party ones with their origin.
+    assert f"configuration read from {tmp_path / 'tp.yaml'}" in log
+    assert ("plugins: broken_startup 1.2.3 (pidaemon-example-sensor), example_alarm 1.2.3 (pidaemon-example-sensor), "
+            "example_sensor 1.2.3 (pidaemon-example-sensor), ping 0.1.0, telemetry 0.1.0") in log  # the file's order
 
 
 def test_warble_run_uses_an_installed_plugins_builtins(installed_example):

@@ -7,6 +7,12 @@ is known. Its `status` says which kind of ending it is in a `Result`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
+
+# How alike (difflib's ratio, case ignored) a name must be to be suggested:
+# PRNT/PRINT 0.89, totl/total 0.89, SQR/SQRT 0.86, POWER/POW 0.75, but not
+# ABX/ABS or xy/x (0.67): for names this short one wrong letter is a guess.
+SUGGESTION_CUTOFF = 0.7
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,24 @@ class ErrorInfo:
         if self.line is None:
             return self.message
         return f"line {self.line}, column {self.column}: {self.message}"
+
+
+def closest_name(word: str, names: Iterable[str]) -> str | None:
+    """The one of `names` most like `word`, case ignored, or None if none is alike enough."""
+    import difflib   # only on the way to an error message
+
+    by_key: dict[str, str] = {}
+    for name in sorted(names):
+        if name != word:
+            by_key.setdefault(name.upper(), name)
+    close = difflib.get_close_matches(word.upper(), list(by_key), n=1, cutoff=SUGGESTION_CUTOFF)
+    return by_key[close[0]] if close else None
+
+
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """"; did you mean NAME?" to end an error message with, or "" when no name is close."""
+    name = closest_name(word, names)
+    return f"; did you mean {name}?" if name else ""
 
 
 class WarbleError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from . import syntax as S
-from .errors import UnknownFunction, WarbleError
+from .errors import UnknownFunction, WarbleError, did_you_mean
 from .lexer import KEYWORDS, Token, tokenize
 from .limits import Limits
 
@@ -24,15 +24,23 @@ BINARY_PREC = {
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 ASSIGN_OPS = frozenset({"=", "+=", "-=", "*=", "/=", "%="})
 MAX_LOOP_NESTING = 16
+STATEMENT_WORDS = KEYWORDS | {"ELSEIF"}
+CALL_LIKE_KEYWORDS = frozenset({"IF", "ELSEIF", "WHILE", "FOR"})   # written NAME( like a call
 
 Arity = tuple[int, "int | None"]
 
 
-def parse(source: str, limits: Limits, functions: Mapping[str, Arity]) -> S.Program:
-    """Parse `source`; `functions` maps every callable name to (min, max) arguments."""
+def parse(source: str, limits: Limits, functions: Mapping[str, Arity],
+          silent_calls: frozenset[str] | None = None) -> S.Program:
+    """Parse `source`; `functions` maps every callable name to (min, max) arguments.
+
+    `silent_calls` is for the REPL: a value on its own at the top level (`2+3`,
+    `x`, `SQRT(2)`) becomes a PRINT of it, except a call of one of these names
+    (PRINT, effects...), which stays a plain call. None (programs): no echo.
+    """
     reserved = frozenset(KEYWORDS | set(functions) | {"ELSEIF"})
     tokens = tokenize(source, limits, reserved)
-    return Parser(tokens, source, limits, functions).program()
+    return Parser(tokens, source, limits, functions, silent_calls).program()
 
 
 def _show(tok: Token) -> str:
@@ -49,14 +57,16 @@ def _show(tok: Token) -> str:
 
 class Parser:
     def __init__(self, tokens: list[Token], source: str, limits: Limits,
-                 functions: Mapping[str, Arity]):
+                 functions: Mapping[str, Arity], silent_calls: frozenset[str] | None = None):
         self.tokens = tokens
         self.pos = 0
         self.source = source
         self.limits = limits
         self.functions = functions
+        self.silent_calls = silent_calls
         self.depth = 0
         self.loops = 0
+        self.defined: set[str] = set()
 
     # ---- token helpers -----------------------------------------------------
     def peek(self, offset: int = 0) -> Token:
@@ -108,7 +118,7 @@ class Parser:
     # ---- program and statements ---------------------------------------------
     def program(self) -> S.Program:
         body = self.statements(top=True)
-        return S.Program(body, self.source)
+        return S.Program(body, self.source, frozenset(self.defined))
 
     def statements(self, top: bool) -> list[S.Stmt]:
         body: list[S.Stmt] = []
@@ -123,7 +133,10 @@ class Parser:
                 if top:
                     raise WarbleError("unexpected } (no { to close)", tok.line, tok.col)
                 return body
-            body.append(self.statement())
+            if top and self.silent_calls is not None:
+                body.append(self.echo_statement())
+            else:
+                body.append(self.statement())
 
     def block(self, owner: Token) -> list[S.Stmt]:
         self.skip_newlines()
@@ -172,6 +185,21 @@ class Parser:
             raise WarbleError("ELSE without IF", tok.line, tok.col)
         return self.simple_statement()
 
+    def echo_statement(self) -> S.Stmt:
+        """REPL, top level: a statement, or a value on its own, compiled as PRINT(value)."""
+        tok = self.peek()
+        if tok.kind == "name":
+            nxt = self.peek(1)
+            if tok.text in STATEMENT_WORDS or (
+                    nxt.kind == "op" and (nxt.text in ASSIGN_OPS or nxt.text in ("++", "--"))):
+                return self.statement()
+        elif not (tok.kind in ("num", "str") or (tok.kind == "op" and tok.text in ("(", "-", "+", "!"))):
+            return self.statement()      # what cannot start a value: the usual error
+        value = self.expression()
+        if isinstance(value, S.Call) and value.name in self.silent_calls:
+            return S.CallStmt(tok.line, tok.col, value)
+        return S.CallStmt(tok.line, tok.col, S.Call(value.line, value.col, "PRINT", [value]))
+
     def simple_statement(self) -> S.Stmt:
         """An assignment or a call: what may stand in a FOR header too."""
         tok = self.peek()
@@ -193,11 +221,16 @@ class Parser:
         if op.kind == "op" and op.text in ASSIGN_OPS:
             self.next()
             value = self.expression(required=True)
-            if op.text != "=":
+            if op.text == "=":
+                self.defined.add(name)
+            else:
                 value = S.Binary(op.line, op.col, op.text[0], S.Var(tok.line, tok.col, name), value)
             return S.Assign(op.line, op.col, name, op.text, value)
+        upper = name.upper()
+        hint = (f": keywords are upper case ({upper})" if upper in STATEMENT_WORDS
+                else did_you_mean(name, STATEMENT_WORDS | set(self.functions)))
         raise WarbleError(
-            f"expected =, +=, -=, *=, /=, %=, ++ or -- after {name}, found {_show(op)}",
+            f"expected =, +=, -=, *=, /=, %=, ++ or -- after {name}, found {_show(op)}{hint}",
             op.line, op.col)
 
     def variable_name(self, tok: Token, assigning: bool) -> str:
@@ -363,9 +396,13 @@ class Parser:
             if upper in self.functions:
                 raise UnknownFunction(name, f"unknown function {name}: built-in names are upper case ({upper})",
                                       tok.line, tok.col)
+            if upper in STATEMENT_WORDS:
+                raise WarbleError(f"{name} is not a function: keywords are upper case ({upper})",
+                                  tok.line, tok.col)
+            hint = did_you_mean(name, CALL_LIKE_KEYWORDS | set(self.functions))
             if name != upper:
-                raise WarbleError(f"{name} is not a function", tok.line, tok.col)
-            raise UnknownFunction(name, f"unknown function {name}", tok.line, tok.col)
+                raise WarbleError(f"{name} is not a function{hint}", tok.line, tok.col)
+            raise UnknownFunction(name, f"unknown function {name}{hint}", tok.line, tok.col)
         opener = self.next()                 # '('
         self.enter(opener)
         args: list[S.Expr] = []

@@ -127,6 +127,7 @@ Stmt = Union[Assign, CallStmt, Block, If, While, For, Break, Continue]
 class Program:
     body: list[Stmt]
     source: str
+    defined: frozenset[str] = frozenset()   # variables given a value with = somewhere (not x+=, x++)
 
 
 def walk(nodes):
