@@ -8,7 +8,8 @@ as its own process (`python -m pidaemon run`: ping, telemetry, system,
 registry, telemetry_store, announce), and N simulated workers as Daemon objects
 on one event loop in this process, each with ping, telemetry every 5 s and
 discovery (no broker configured: they find it from the server's signed UDP
-announcement on 127.255.255.255, one listening socket each).  A worker's
+announcement on 127.255.255.255, one listening socket each, and confirm it
+with a query to the server, from a second socket each).  A worker's
 readings are a copy of one real `system` plugin sample (psutil), so payloads
 have the real size without 1050 psutil calls every 5 s.
 
@@ -54,7 +55,7 @@ from tests.support.mosquitto import Mosquitto  # noqa: E402
 from tests.support.nodes import write_config  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SECRET = "bench-secret"
+SECRET = "bench-cluster-secret"  # at least 16 characters
 PREFIX = "picluster"
 
 
@@ -159,7 +160,7 @@ def server_config(work: Path, broker_url: str, udp_port: int) -> Path:
             "registry": {"db": str(work / "registry.sqlite3"), "ping_interval": 5, "missed_pings": 3},
             "telemetry_store": {"db": str(work / "telemetry.sqlite3")},
             "announce": {"port": udp_port, "targets": ["127.255.255.255"], "broker_host": "127.0.0.1",
-                         "mdns": False, "secret": SECRET},
+                         "mdns": False, "secret": SECRET, "query_port": 0},
         },
     }
     (work / "server-state").mkdir(parents=True, exist_ok=True)

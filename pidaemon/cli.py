@@ -1,24 +1,23 @@
 """The `pidaemon` command line.
 
 Each command's parser sets `func(args) -> exit code`.  Commands that talk to a
-broker take `--broker mqtt://HOST:PORT` (or `mqtts://`).
+broker take `--broker mqtt://HOST:PORT` (or `mqtts://`).  Each command imports
+what it needs when it runs, so that `--help`, `status` and `warble run` do not
+pay for the daemon, the plugins or YAML.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import logging
-import signal
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from . import __version__
-from .config import Config, ConfigError, dump_config, load_config, parse_assignment, parse_broker_url
-from .daemon import Daemon, DaemonError
-from .logs import setup_logging
-from .plugins import PluginCatalog, implemented_hooks
+if TYPE_CHECKING:  # pragma: no cover
+    import logging
+
+    from .config import Config, ConfigError
+    from .plugins import PluginCatalog
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -40,8 +39,12 @@ def add_broker_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
 
 
-def config_from_args(args: argparse.Namespace, path: str | None = None, catalog: PluginCatalog | None = None) -> Config:
+def config_from_args(args: argparse.Namespace, path: str | None = None,
+                     catalog: PluginCatalog | None = None) -> Config:
     """Load the configuration with the command line as the top layer."""
+    from .config import ConfigError, load_config, parse_assignment, parse_broker_url
+    from .plugins import PluginCatalog
+
     overrides = [parse_assignment(a) for a in args.assignments]
     if getattr(args, "broker", None):
         try:
@@ -68,6 +71,13 @@ def print_config_errors(error: ConfigError) -> None:
 # ---------------------------------------------------------------- run
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .config import ConfigError
+    from .logs import setup_logging
+    from .plugins import PluginCatalog
+
     catalog = PluginCatalog()
     try:
         config = config_from_args(args, catalog=catalog)
@@ -85,6 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run_daemon(config: Config, catalog: PluginCatalog, log: logging.Logger,
                       trace_plugins: bool | None = None) -> int:
+    import asyncio
+    import signal
+
+    from . import __version__
+    from .daemon import Daemon, DaemonError
+
     try:
         daemon = Daemon(config, catalog=catalog, trace_plugins=trace_plugins)
     except (DaemonError, ValueError) as exc:
@@ -105,6 +121,9 @@ async def _run_daemon(config: Config, catalog: PluginCatalog, log: logging.Logge
 # ---------------------------------------------------------------- config
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .plugins import PluginCatalog
+
     status = EXIT_OK
     catalog = PluginCatalog()
     for path in args.files:
@@ -121,6 +140,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
+    from .config import ConfigError, dump_config
+
     try:
         config = config_from_args(args, args.file)
     except ConfigError as error:
@@ -134,6 +155,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List installed plugins (or, with --config, the ones that configuration loads)."""
+    from .config import ConfigError
+    from .plugins import PluginCatalog, implemented_hooks
+
     catalog = PluginCatalog()
     names = catalog.names()
     configured: dict[str, dict] = {}
@@ -183,8 +207,14 @@ def cmd_plugins_new(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- sim
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from .config import parse_listen_address
+    import asyncio
+    import logging
+    import signal
+
+    from .config import parse_broker_url, parse_listen_address
+    from .daemon import DaemonError
     from .embedded_broker import BrokerPortTaken
+    from .logs import setup_logging
     from .sim import SimulatedCluster, roles_with
 
     setup_logging(args.log_level)
@@ -253,7 +283,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pidaemon", description="One daemon for every node of a Pi cluster.")
-    parser.add_argument("--version", action="version", version=f"pidaemon {__version__}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a node")
@@ -296,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_sim)
 
+    completion = commands.add_parser(
+        "completion", help="print the shell code that completes pidaemon's commands and options",
+        description="Completion for bash, zsh or fish, e.g. in ~/.bashrc: eval \"$(pidaemon completion bash)\"; "
+                    "fish: pidaemon completion fish > ~/.config/fish/completions/pidaemon.fish")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
+    completion.set_defaults(func=cmd_completion)
+
     plugins = commands.add_parser("plugins", help="list plugins, their versions and hooks")
     add_config_arguments(plugins, config_required=False)
     plugins.set_defaults(func=cmd_plugins)
@@ -306,17 +343,46 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--directory", default=".", metavar="DIR", help="where to write pidaemon-NAME/ (default: .)")
     new.set_defaults(func=cmd_plugins_new)
 
-    for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli"):
+    for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli", "pidaemon.nodes_cli"):
         importlib.import_module(module).add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    offer_completions(parser)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
-        print_config_errors(error)
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        from .config import ConfigError  # imported by then if the command read a configuration
+        if not isinstance(error, ConfigError):
+            raise
+        print_config_errors(error)
+        return EXIT_CONFIG
+
+
+class VersionAction(argparse.Action):
+    """`--version`, with the version read only when asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+        parser.exit(message=f"pidaemon {__version__}\n")
+
+
+# ---------------------------------------------------------------- shell completion
+
+def offer_completions(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request (argcomplete's protocol), if this run is one."""
+    import os
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+        argcomplete.autocomplete(parser)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+    sys.stdout.write(argcomplete.shellcode(["pidaemon"], shell=args.shell))
+    return EXIT_OK

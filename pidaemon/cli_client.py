@@ -27,20 +27,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
-
-from .bus import (
-    CONNECT_ERRORS,
-    BusSettings,
-    Message,
-    Subscription,
-    encode_payload,
-    topic_matches,
-)
-from .config import parse_broker_url
 from .names import TOPIC_PREFIX_DOC, is_topic_prefix
+
+# paho, the bus and the configuration module (YAML) are imported where they are used, not here: building the
+# command line (`pidaemon --help`) imports this module and must stay quick.
+if TYPE_CHECKING:  # pragma: no cover
+    import paho.mqtt.client as mqtt
+
+    from .bus import BusSettings, Message, Subscription
 
 RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 2.0  # seconds between paho's attempts after a lost connection
 UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason (3.1.1 return code 1, which paho reports as 0x84)
@@ -102,6 +98,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace, client_id: str) -> BusSettings:
     """The connection the options describe; UsageError says which option is wrong."""
+    from .bus import BusSettings
+    from .config import parse_broker_url
+
     try:
         broker = parse_broker_url(args.broker)
     except ValueError as exc:
@@ -136,6 +135,8 @@ class CliClient:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
+        import paho.mqtt.client as mqtt
+
         s = self.settings
         v5 = s.protocol == "5"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
@@ -157,6 +158,8 @@ class CliClient:
 
     def connect(self, timeout: float) -> None:
         """Connect within `timeout` seconds, or raise a BrokerError that says what went wrong."""
+        from .bus import CONNECT_ERRORS
+
         broker = self.settings.broker
         self.client.connect_timeout = max(timeout, 0.1)
         try:
@@ -203,6 +206,8 @@ class CliClient:
         Raises PublishRefused when the broker answers with a failure (MQTT 5).
         A message not acknowledged when the connection breaks is sent again by paho after reconnecting.
         """
+        from .bus import encode_payload
+
         info = self.client.publish(topic, encode_payload(payload), qos=1, retain=retain)
         with self._cond:
             if not self._cond.wait_for(lambda: info.mid in self._pubacks, timeout):
@@ -273,6 +278,8 @@ class CliClient:
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        from .bus import Message, topic_matches
+
         if not any(topic_matches(f, msg.topic) for f in self._matching):
             return  # amqtt also sends retained messages of topics nobody here subscribed to
         props = getattr(msg, "properties", None)

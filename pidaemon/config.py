@@ -10,6 +10,7 @@ Nothing starts until the whole configuration, plugin sections included, is valid
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ def parse_broker_url(value: Any) -> BrokerAddress:
 
 
 def parse_listen_address(value: Any) -> tuple[str, int]:
+    """`HOST:PORT` (or an already parsed (host, port)) -> (host, port)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        value = f"{value[0]}:{value[1]}"
     if not isinstance(value, str) or ":" not in value:
         raise ValueError("use HOST:PORT")
     host, _, port = value.rpartition(":")
@@ -410,15 +414,20 @@ def render_node_id(template: str, *, hostname: str, mac: str) -> str:
 def dump_config(config: Config) -> str:
     """The effective configuration as YAML (what `pidaemon config show` prints)."""
     def plain(value):
+        """What YAML can show: a converted value back in the form a user writes it."""
         if isinstance(value, BrokerAddress):
             return value.url
-        if isinstance(value, tuple):
-            return f"{value[0]}:{value[1]}"
-        if isinstance(value, dict):
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int):
+            return f"{value[0]}:{value[1]}"  # a listen address
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return plain(dataclasses.asdict(value))
+        if isinstance(value, Mapping):
             return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
-        return value
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return str(value)
     data = plain(config.data)
     if data["mqtt"].get("password"):
         data["mqtt"]["password"] = "********"

@@ -24,11 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .bus import Message, PayloadError, Subscription, topic_matches
-from .cli_client import BrokerError, CliClient, UsageError, add_connection_arguments, settings_from_args
+from .cli_client import (BrokerError, CliClient, ConnectionChange, UsageError, add_connection_arguments,
+                         settings_from_args)
 from .topics import Topics
+
+if TYPE_CHECKING:  # pragma: no cover  (the bus imports paho: not needed to build the command line)
+    from .bus import Message, Subscription
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 COLUMNS = ("NODE", "ROLE", "STATE", "CPU", "MEM", "TEMP", "LAST SEEN")
@@ -143,13 +146,19 @@ class ClusterView:
         self.telemetry: dict[str, dict] = {}
 
     def registry_subscriptions(self) -> list[Subscription]:
+        from .bus import Subscription
+
         return [Subscription(self.topics.join("registry")), Subscription(self.topics.status("+"))]
 
     def node_subscriptions(self) -> list[Subscription]:
+        from .bus import Subscription
+
         return [Subscription(self.topics.info("+")), Subscription(self.topics.telemetry("+"), qos=0)]
 
     def handle(self, message: Message) -> None:
         """Take in one message; a malformed one is skipped (it does not stop the table)."""
+        from .bus import PayloadError, topic_matches
+
         try:
             if message.topic == self.topics.join("registry"):
                 data = message.json() if message.payload else None
@@ -323,7 +332,7 @@ def format_table(report: dict[str, Any], now: float | None = None, color: bool =
     if report.get("problem"):
         out += [_paint(report["problem"], "problem", color), STALE_NOTE, ""]
     for line in lines:
-        cells = [_paint(text.ljust(widths[i]), kind, color) for i, (text, kind) in enumerate(line)]
+        cells = [_paint(text, kind, color) + " " * (widths[i] - len(text)) for i, (text, kind) in enumerate(line)]
         out.append("  ".join(cells).rstrip())
     c = report["counts"]
     counts = [_paint(f"{c[state]} {state}", state if c[state] and not stale else None, color)
@@ -399,5 +408,5 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _take(view: ClusterView, events: list) -> None:
     for event in events:
-        if isinstance(event, Message):
+        if not isinstance(event, ConnectionChange):
             view.handle(event)

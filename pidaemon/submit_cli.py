@@ -30,13 +30,15 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .bus import Message, PayloadError, Subscription, topic_matches
 from .cli_client import (BrokerError, CliClient, ConnectionChange, UsageError, add_connection_arguments,
                          settings_from_args)
 from .status_cli import STALE_AFTER, ClusterView, ago
 from .topics import Topics
+
+if TYPE_CHECKING:  # pragma: no cover  (the bus imports paho: not needed to build the command line)
+    from .bus import Message
 
 EXIT_OK, EXIT_PROGRAM_FAILED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_BROKER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 CONNECT_TIMEOUT = 5.0   # seconds for the broker to accept the connection and the subscriptions (at most --timeout)
@@ -117,6 +119,8 @@ class Submission:
             self.client.close(wait=not interrupted)
 
     def _run(self) -> int:
+        from .bus import Subscription
+
         args, client = self.args, self.client
         connect_timeout = min(args.timeout, CONNECT_TIMEOUT)
         client.connect(connect_timeout)
@@ -172,6 +176,8 @@ class Submission:
     # ------------------------------------------------------------ what arrives
 
     def _handle(self, event: Message | ConnectionChange) -> int | None:
+        from .bus import topic_matches
+
         if isinstance(event, ConnectionChange):
             if not event.up:
                 self._say(f"lost the connection to the broker {self.broker}; reconnecting")
@@ -193,6 +199,8 @@ class Submission:
         return None
 
     def _on_answer_message(self, message: Message) -> int | None:
+        from .bus import PayloadError
+
         try:
             data = message.json()
         except PayloadError as exc:
@@ -230,6 +238,8 @@ class Submission:
         return None
 
     def _on_worker_reply(self, message: Message) -> None:
+        from .bus import PayloadError
+
         try:
             reply = message.json()
         except PayloadError:

@@ -1,7 +1,7 @@
 """Answers pings, so that a server (or any MQTT client) can tell a live node from a frozen one.
 
 A ping is a message on `<prefix>/nodes/<id>/cmd/ping` or `<prefix>/broadcast/ping`
-with an optional JSON object payload, e.g. `{"seq": 7}`.  The answer goes to the
+with an optional JSON object payload, e.g. `{"seq": 7}` (`seq`: an integer, 0 or more).  The answer goes to the
 MQTT v5 response topic when the ping carries one, else to
 `<prefix>/nodes/<id>/reply/ping`, as `{"node": id, "seq": 7, "time": ..., "delay": ...}`.
 
@@ -24,6 +24,15 @@ from pidaemon.schema import Integer, settings
 from pidaemon.topics import MAX_PING_SPREAD
 
 MAX_DELAYED = 100   # answers waiting at once; beyond that (a ping flood) answers go out at once
+MAX_SEQ = 2 ** 63 - 1
+
+
+def requested_seq(request: dict, topic: str) -> int | None:
+    """The ping's number, echoed in the answer: an integer 0 or more (or none), never whatever the ping held."""
+    seq = request.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ):
+        raise PayloadError(f"{topic}: seq must be an integer from 0 to {MAX_SEQ}, got {repr(seq)[:40]}")
+    return seq
 
 
 def requested_spread(request: dict, topic: str) -> float:
@@ -56,6 +65,7 @@ class PingPlugin:
         request = message.json() if message.payload else {}
         if not isinstance(request, dict):
             raise PayloadError(f"{message.topic}: expected a JSON object, got {type(request).__name__}")
+        requested_seq(request, message.topic)
         spread = requested_spread(request, message.topic)
         if not spread or len(self._delayed) >= MAX_DELAYED:
             self._answer(node, message, request, 0.0)

@@ -41,7 +41,7 @@ class TelemetryPlugin:
 
     @hookimpl
     def pidaemon_startup(self, node):
-        node.spawn(self._publish_forever(), name="telemetry")
+        node.supervise(self._publish_forever, "telemetry")  # restarted (and counted) if it ever crashes
 
     async def _publish_forever(self):
         loop = asyncio.get_running_loop()

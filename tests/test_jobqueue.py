@@ -1,15 +1,18 @@
-"""The server's persistent job queue: durability, fairness, retries, idempotent results, expiry."""
+"""The server's persistent job queue: durability, fairness, retries, idempotent results, expiry, limits, attempts."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from pidaemon_plugins.warble.jobqueue import DONE, EXPIRED, FAILED, QUEUED, JobQueue, QueueLimits, QueueRefused
+from pidaemon_plugins.warble.jobqueue import (DONE, EXPIRED, FAILED, QUEUED, SCHEMA, JobQueue, QueueLimits,
+                                              QueueRefused, StorageFailed)
 
 
 class FakeClock:
@@ -28,7 +31,7 @@ def queue(tmp_path, clock=None, **limits):
 def dispatch_all(q: JobQueue, node="w1", lease=30.0):
     order = []
     while (job := q.next_job()) is not None:
-        q.mark_dispatched(job.id, node, lease)
+        job.attempts = q.mark_dispatched(job.id, node, lease)
         order.append(job)
     return order
 
@@ -108,8 +111,8 @@ def test_a_result_is_stored_once(tmp_path):
     q = queue(tmp_path)
     job, _ = q.submit("ada", "PRINT(1)")
     q.mark_dispatched(job.id, "w1", 30)
-    assert q.complete(job.id, {"status": "ok", "output": ["1"]}, node="w1") is True
-    assert q.complete(job.id, {"status": "ok", "output": ["other"]}, node="w1") is False
+    assert q.complete(job.id, {"status": "ok", "output": ["1"]}, node="w1", attempt=1) is True
+    assert q.complete(job.id, {"status": "ok", "output": ["other"]}, node="w1", attempt=1) is False
     stored = q.get(job.id)
     assert stored.state == DONE and stored.result["output"] == ["1"]
 
@@ -117,15 +120,18 @@ def test_a_result_is_stored_once(tmp_path):
 def test_only_the_node_holding_a_job_can_complete_it(tmp_path):
     q = queue(tmp_path)
     queued, _ = q.submit("alice", "PRINT(1)")
-    assert q.complete(queued.id, {"status": "ok", "output": ["3.14159"]}, node="w1") is False  # not dispatched
-    q.mark_dispatched(queued.id, "w1", 30)
-    assert q.complete(queued.id, {"status": "ok", "output": ["forged"]}, node="intruder") is False
+    assert q.complete(queued.id, {"status": "ok", "output": ["3.14159"]}, node="w1",
+                      attempt=1) is False  # not dispatched
+    assert q.mark_dispatched(queued.id, "w1", 30) == 1
+    assert q.complete(queued.id, {"status": "ok", "output": ["forged"]}, node="intruder", attempt=1) is False
     (requeued,) = q.requeue_from("w1")
-    q.mark_dispatched(queued.id, "w2", 30)
-    assert q.complete(queued.id, {"status": "ok", "output": ["late"]}, node="w1") is False  # after the re-queue
-    assert q.complete(queued.id, {"status": "ok", "output": ["1"]}, node="w2") is True
+    assert requeued.previous_node == "w1" and requeued.attempts == 1
+    assert q.mark_dispatched(queued.id, "w2", 30) == 2
+    assert q.complete(queued.id, {"status": "ok", "output": ["late"]}, node="w1",
+                      attempt=1) is False  # after the re-queue
+    assert q.complete(queued.id, {"status": "ok", "output": ["1"]}, node="w2", attempt=2) is True
     assert q.get(queued.id).result["output"] == ["1"]
-    assert q.running_for("w2", "alice") is False
+    assert q.holds(queued.id, 2, "w2") is None  # finished: nobody holds it
 
 
 def test_queued_jobs_expire_after_the_deadline(tmp_path):
@@ -168,7 +174,7 @@ def test_in_flight_counts_per_node(tmp_path):
     for i in range(3):
         q.submit(f"u{i}", "PRINT(1)")
     jobs = dispatch_all(q, node="w1")
-    q.complete(jobs[0].id, {"status": "ok"}, node="w1")
+    q.complete(jobs[0].id, {"status": "ok"}, node="w1", attempt=1)
     assert q.in_flight() == {"w1": 2}
     assert q.in_flight("w2") == {"w2": 0}
 
@@ -176,18 +182,18 @@ def test_in_flight_counts_per_node(tmp_path):
 def test_per_user_bookkeeping_is_bounded(tmp_path):
     clock = FakeClock()
     q = JobQueue(tmp_path / "q.sqlite", QueueLimits(per_user_rate=1, per_user_burst=2), clock=clock)
-    q.MAX_TRACKED_USERS = 50
+    q.user_rates.max_tracked = 50
     for i in range(200):
         q.submit(f"name-{i}", "PRINT(1)")  # a user dodging the rate limit with new names
         clock.now += 10  # each bucket refills in 2 s
-    assert len(q._buckets) <= 51
+    assert len(q.user_rates.buckets) <= 51
 
 
 def test_finished_jobs_are_forgotten_after_their_retention(tmp_path):
     q = queue(tmp_path)
     done, _ = q.submit("ada", "PRINT(1)")
     q.mark_dispatched(done.id, "w1", 30)
-    q.complete(done.id, {"status": "ok"}, node="w1")
+    q.complete(done.id, {"status": "ok"}, node="w1", attempt=1)
     waiting, _ = q.submit("ada", "PRINT(2)")
     q.clock.now += 100
     assert q.forget_finished(older_than=200) == 0
@@ -211,3 +217,128 @@ def test_records_of_rejected_submissions_are_bounded_newest_kept(tmp_path):
     for i in range(25, 30):
         reopened.record_rejected("eve", "x=(", {"status": "rejected"}, job_id=f"bad-{i}")
     assert len(reopened.jobs(["rejected"])) <= 10
+
+
+# ---------------------------------------------------------------- issue 10: hardening
+
+
+def test_a_client_rotating_user_names_is_one_party(tmp_path):
+    """Turns go to parties (an origin when known, else a user): new names from one client do not jump the queue."""
+    q = queue(tmp_path)
+    for i in range(50):
+        q.submit(f"name{i:02d}", "PRINT(1)", origin="mqtt:rotator")
+        q.clock.now += 0.001
+    first = q.next_job()
+    q.mark_dispatched(first.id, "w1", 30)
+    zoe, _ = q.submit("zoe", "PRINT(1)", origin="mqtt:newcomer")
+    bob, _ = q.submit("bob", "PRINT(1)")   # no origin: a party of his own
+    served = [job.user for job in dispatch_all(q)][:3]
+    assert served[:2] in (["zoe", "bob"], ["bob", "zoe"]) and served[2].startswith("name")
+
+
+def test_running_caps_per_user_and_per_origin(tmp_path):
+    q = queue(tmp_path)
+    for i in range(4):
+        q.submit("mallory", f"PRINT({i})")
+        q.submit(f"m{i}", f"PRINT({i})", origin="http:10.0.0.9")
+    q.submit("alice", "PRINT(1)")
+    handed = []
+    while (job := q.next_job(max_active_per_user=2, max_active_per_origin=2)) is not None:
+        q.mark_dispatched(job.id, "w1", 30)
+        handed.append((job.user, job.origin))
+    assert sorted(handed) == sorted([("mallory", None)] * 2 + [("m0", "http:10.0.0.9"), ("m1", "http:10.0.0.9"),
+                                     ("alice", None)])
+    done = next(job for job in q.jobs(["dispatched"]) if job.user == "mallory")
+    assert q.complete(done.id, {"status": "ok"}, node="w1", attempt=1)
+    assert q.next_job(max_active_per_user=2, max_active_per_origin=2).user == "mallory"   # a slot of its own again
+
+
+def test_the_queue_and_each_origin_have_a_limit_with_a_reason(tmp_path):
+    q = queue(tmp_path, max_queued=5, per_origin_queued=3, per_origin_rate=1, per_origin_burst=100)
+    for i in range(3):
+        q.submit(f"n{i}", "PRINT(1)", origin="mqtt:rotator")
+    with pytest.raises(QueueRefused, match=r"queue share: this client already has 3 jobs waiting \(at most 3, "
+                                           r"whatever the user names\)") as refused:
+        q.submit("n3", "PRINT(1)", origin="mqtt:rotator")
+    assert refused.value.reason == "origin_share"
+    q.submit("ada", "PRINT(1)")
+    q.submit("bob", "PRINT(1)", origin="mqtt:other")
+    with pytest.raises(QueueRefused, match=r"queue full: 5 jobs are waiting \(at most 5\); try again later") as full:
+        q.submit("carol", "PRINT(1)")
+    assert full.value.reason == "queue_full"
+    limited = queue(tmp_path / "rate", per_origin_rate=1, per_origin_burst=2)
+    limited.submit("a", "PRINT(1)", origin="mqtt:fast")
+    limited.submit("b", "PRINT(1)", origin="mqtt:fast")
+    with pytest.raises(QueueRefused, match="at most 1 submissions per second from one client") as fast:
+        limited.submit("c", "PRINT(1)", origin="mqtt:fast")
+    assert fast.value.reason == "origin_rate"
+
+
+class RefusingConnection:
+    """The queue's connection, but an INSERT fails as on a full disk (ENOSPC) or with an I/O error."""
+
+    def __init__(self, db, error):
+        self.db, self.error = db, error
+
+    def execute(self, sql, *args):
+        if sql.lstrip().startswith("INSERT"):
+            raise self.error
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_write_the_disk_refuses_is_a_refusal_with_its_reason(tmp_path):
+    q = queue(tmp_path)
+    waiting, _ = q.submit("ada", "PRINT(1)")
+    (pages,) = q.db.execute("PRAGMA page_count").fetchone()
+    q.db.execute(f"PRAGMA max_page_count = {pages}")     # SQLite: "database or disk is full"
+    with pytest.raises(StorageFailed) as full:
+        for i in range(200):
+            q.submit(f"u{i}", f'PRINT("{"x" * 250}")')
+    assert full.value.reason == "storage"
+    assert str(full.value) == "the server's disk is full: the job was not queued; try again later"
+    q.db.execute("PRAGMA max_page_count = 1073741823")
+    real = q.db
+    q.db = RefusingConnection(real, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(StorageFailed, match="the server's disk is full"):
+        q.submit("bob", "PRINT(1)")
+    q.db = RefusingConnection(real, sqlite3.OperationalError("disk I/O error"))
+    with pytest.raises(StorageFailed, match=r"the server could not store the job \(OperationalError\)"):
+        q.submit("bob", "PRINT(1)")
+    q.db = real
+    assert q.submit("bob", "PRINT(1)")[1] is True and q.get(waiting.id).state == QUEUED
+
+
+def test_only_the_attempt_holding_a_job_may_report_on_it(tmp_path):
+    q = queue(tmp_path)
+    job, _ = q.submit("ada", "PRINT(1)")
+    assert q.mark_dispatched(job.id, "w1", 30) == 1
+    assert q.holds(job.id, 1, "w1").id == job.id
+    assert q.holds(job.id, 1, "w2") is None and q.holds(job.id, 2, "w1") is None and q.holds(job.id, "1", "w1") is None
+    (requeued,) = q.requeue_from("w1")
+    assert q.mark_dispatched(job.id, "w1", 30) == 2           # the same worker again, a new attempt
+    assert q.mark_running(job.id, "w1", 30, attempt=1) is False
+    assert q.holds(job.id, 1, "w1") is None
+    assert q.complete(job.id, {"status": "ok", "output": ["stale"]}, node="w1", attempt=1) is False
+    assert q.mark_running(job.id, "w1", 30, attempt=2) is True
+    assert q.complete(job.id, {"status": "ok", "output": ["1"]}, node="w1", attempt=2) is True
+    # A dispatch whose job message could not be sent does not count as an attempt.
+    other, _ = q.submit("bob", "PRINT(2)")
+    attempt = q.mark_dispatched(other.id, "w1", 30)
+    q.release(other.id, attempt)
+    assert q.get(other.id).state == QUEUED and q.get(other.id).attempts == 0
+
+
+def test_a_queue_file_from_before_origins_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace(",\n    origin TEXT", ""))
+    db.execute("INSERT INTO jobs (id, user, source, state, submitted, updated) VALUES ('old', 'ada', 'PRINT(1)',"
+               " 'queued', 1, 1)")
+    db.commit()
+    db.close()
+    q = JobQueue(path, clock=FakeClock())
+    assert q.get("old").origin is None and q.next_job().id == "old"
+    assert q.submit("bob", "PRINT(2)", origin="mqtt:x")[0].origin == "mqtt:x"

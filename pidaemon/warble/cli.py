@@ -12,8 +12,6 @@ import json
 import sys
 from typing import TextIO
 
-import yaml
-
 from .builtin import Builtin
 from .effects import RecordingEffects
 from .errors import ErrorInfo, WarbleError
@@ -68,12 +66,17 @@ def _source(arg: str) -> str:
 
 
 def _limits(pairs: list[str]) -> Limits:
+    """Limits from NAME=VALUE pairs (values read as YAML); ValueError if one is wrong."""
     values = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep:
             raise ValueError(f"--limit needs NAME=VALUE, got {pair!r}")
-        values[name.strip()] = yaml.safe_load(text)
+        import yaml   # only with --limit
+        try:
+            values[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--limit {pair}: {exc}") from None
     return Limits.from_mapping(values)
 
 
@@ -133,7 +136,7 @@ def _inputs(args: argparse.Namespace):
     """(source, limits, plugin built-ins) from the command line, or None after printing what is wrong."""
     try:
         return _source(args.source), _limits(args.limit), plugin_builtins(args.plugin)
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
 
@@ -197,6 +200,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 REPL_HELP = """\
 Type Warble statements and press Enter; variables are kept between lines.
   PRINT("hello cluster")        x=16^2;PRINT(x)        FOR(i=0;i<3;i++){PRINT(i)}
+A value on its own is printed: 2+3 shows 5, x shows x, SQRT(2) its value
+(not PRINT, SETPRECISION, SAVE, SLEEP and the effects: they are done, not shown).
 Commands: :help (this), :builtins (every built-in with an example), :vars, :quit
 A line that leaves a ( or { open continues on the next line."""
 
@@ -223,7 +228,7 @@ def cmd_repl(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Text
     out = stdout or sys.stdout
     try:
         limits = _limits(args.limit)
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     effects = RecordingEffects(realtime=True)

@@ -48,6 +48,7 @@ class Compiled:
     decimal_texts: list
     used_core: set
     used_extra: set
+    defined: frozenset = frozenset()   # variables given a value with = (and the REPL's): for hints
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Compiler:
         code = compile(module, "<warble>", "exec", dont_inherit=True)
         fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
         return Compiled(fcode, self.positions, self.loop_locals, self.decimal_texts,
-                        self.used_core, self.used_extra)
+                        self.used_core, self.used_extra, program.defined | (self.repl_vars or frozenset()))
 
     # ---- statements ----------------------------------------------------------
     def statements(self, body: list) -> list:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import decimal
 
-from mpmath.libmp import to_str
-
 
 def int_to_str(n: int) -> str:
     """str(n) without Python's 4300-digit guard (Warble has its own size limit)."""
@@ -38,6 +36,7 @@ def format_value(value: object, digits: int | None = None) -> str:
         return repr(value)
     mpf = getattr(value, "_mpf_", None)
     if mpf is not None:
+        from mpmath.libmp import to_str   # loaded: only SETPRECISION makes mpf values
         if digits is None:
             digits = 15
         return to_str(mpf, digits)

@@ -80,6 +80,8 @@ SIGNATURES: dict[str, Signature] = {s.name: s for s in [
 ]}
 
 EFFECT_NAMES = frozenset({"LIGHTS", "PLAYSOUND"})
+# Built-ins called for what they do (their value is 0): the REPL does not echo a call of one.
+SILENT_CALLS = frozenset({"PRINT", "SETPRECISION", "SAVE", "SLEEP"}) | EFFECT_NAMES
 CORE_NAMES = frozenset(SIGNATURES) - EFFECT_NAMES
 
 

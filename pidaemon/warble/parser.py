@@ -198,7 +198,7 @@ class Parser:
         value = self.expression()
         if isinstance(value, S.Call) and value.name in self.silent_calls:
             return S.CallStmt(tok.line, tok.col, value)
-        return S.CallStmt(tok.line, tok.col, S.Call(value.line, value.col, "PRINT", [value]))
+        return S.CallStmt(tok.line, tok.col, S.Call(tok.line, tok.col, "PRINT", [value]))
 
     def simple_statement(self) -> S.Stmt:
         """An assignment or a call: what may stand in a FOR header too."""

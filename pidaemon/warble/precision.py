@@ -3,19 +3,38 @@
 Each run that calls SETPRECISION gets its own `mpmath.MPContext`, so one
 program's precision never leaks into another program or into the process's
 global `mpmath.mp`.
+
+mpmath is imported on first use (`new_context`): a program without
+SETPRECISION never needs it, and it is most of Warble's import time. Every
+mpf value comes from a context, so the functions that take one find mpmath
+loaded. mpmath uses GMP through gmpy2 when it is installed (its backend is
+then "gmpy"; MPMATH_NOGMPY=1 turns that off). The runner's zygote calls
+`load_mpmath()` before it forks, so that the sandboxes share it.
 """
 from __future__ import annotations
 
 import decimal
-
-import mpmath
-from mpmath.libmp import to_str
+from typing import TYPE_CHECKING
 
 from .errors import WarbleError
 
+if TYPE_CHECKING:
+    import mpmath
 
-def new_context(digits: int) -> mpmath.MPContext:
-    ctx = mpmath.MPContext()
+
+def load_mpmath():
+    """Import mpmath (and gmpy2, which mpmath imports when it is there); returns the module."""
+    import mpmath
+    return mpmath
+
+
+def mpmath_backend() -> str:
+    """"gmpy" when mpmath computes with GMP (gmpy2), "python" otherwise."""
+    return load_mpmath().libmp.BACKEND
+
+
+def new_context(digits: int) -> "mpmath.MPContext":
+    ctx = load_mpmath().MPContext()
     ctx.dps = digits
     return ctx
 
@@ -51,6 +70,7 @@ def real_result(value):
 
 
 def mpf_to_decimal(value, digits: int) -> decimal.Decimal:
+    from mpmath.libmp import to_str   # loaded: value is an mpf
     return decimal.Decimal(to_str(value._mpf_, digits))
 
 

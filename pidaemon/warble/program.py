@@ -21,10 +21,10 @@ from . import syntax as S
 from .builtin import Builtin
 from .compiler import Compiled, Compiler, Position
 from .effects import RecordingEffects, lights_builtin, playsound_builtin
-from .errors import ErrorInfo, WarbleError
+from .errors import ErrorInfo, WarbleError, did_you_mean
 from .arith import FLOAT_TOO_LARGE
 from .inference import TypeInfo
-from .library import CORE_NAMES, EFFECT_NAMES, SIGNATURES
+from .library import CORE_NAMES, EFFECT_NAMES, SIGNATURES, SILENT_CALLS
 from .lexer import KEYWORDS
 from .limits import Limits
 from .parser import parse
@@ -59,7 +59,8 @@ def compile_program(source: str, *, limits: Limits | None = None,
 
     `builtins` adds built-ins (LIGHTS and PLAYSOUND replace the default ones);
     a name of Warble's own library raises ValueError. `repl_vars` and
-    `precision` are for the REPL, which carries variables between lines.
+    `precision` are for the REPL, which carries variables between lines; with
+    `repl_vars` a value on its own at the top level is printed (see `parse`).
     """
     limits = limits or Limits()
     extras = check_builtins(builtins)
@@ -67,8 +68,11 @@ def compile_program(source: str, *, limits: Limits | None = None,
     for name, b in extras.items():
         functions[name] = (b.min_args, b.max_args)
     extra_names = frozenset(extras) | EFFECT_NAMES
+    silent = None
+    if repl_vars is not None:
+        silent = SILENT_CALLS | {name for name, b in extras.items() if b.effect}
     try:
-        tree = parse(source, limits, functions)
+        tree = parse(source, limits, functions, silent)
         uses_precision = precision or any(
             isinstance(n, S.Call) and n.name == "SETPRECISION" for n in S.walk(tree.body))
         repl = frozenset(repl_vars) if repl_vars is not None else None
@@ -163,7 +167,7 @@ def execute(program: Program, rt: Run, variables: dict | None = None) -> Result:
             _refund_loops(frame, compiled)
             if program.repl:
                 rt.variables = {k[2:]: v for k, v in frame.f_locals.items() if k.startswith("v_")}
-        status, error = _describe(exc, pos)
+        status, error = _describe(exc, pos, compiled.defined)
     elapsed = time.monotonic() - rt.start
     return Result(status, list(rt.output), error, rt.steps(), elapsed)
 
@@ -190,7 +194,8 @@ def _refund_loops(frame, compiled: Compiled) -> None:
             it.refund_after(local[target])
 
 
-def _describe(exc: BaseException, pos: Position | None) -> tuple[str, ErrorInfo]:
+def _describe(exc: BaseException, pos: Position | None,
+              defined: frozenset = frozenset()) -> tuple[str, ErrorInfo]:
     line, col = (pos.line, pos.col) if pos is not None else (None, None)
     kind, detail = (pos.kind, pos.detail) if pos is not None else ("", "")
     if isinstance(exc, WarbleError):
@@ -198,17 +203,19 @@ def _describe(exc: BaseException, pos: Position | None) -> tuple[str, ErrorInfo]
         return exc.status, exc.info()
     if isinstance(exc, MemoryError):
         return "memory_limit", ErrorInfo("out of memory", line, col)
-    message = _message(exc, kind, detail)
+    message = _message(exc, kind, detail, defined)
     if message is None:
         log.error("Warble internal error", exc_info=exc)
         message = "internal error in Warble (not your program's fault)"
     return "error", ErrorInfo(message, line, col)
 
 
-def _message(exc: BaseException, kind: str, detail: str) -> str | None:
+def _message(exc: BaseException, kind: str, detail: str, defined: frozenset) -> str | None:
     if isinstance(exc, (UnboundLocalError, NameError)):
         if kind == "var":
-            return f"variable {detail} is not set"
+            # a name that is never given a value with = is probably a misspelling of one that is
+            hint = "" if detail in defined else did_you_mean(detail, defined)
+            return f"variable {detail} is not set{hint}"
         return "a variable is not set"
     if isinstance(exc, ZeroDivisionError):
         return "modulo by zero" if detail == "%" else "division by zero"

@@ -50,12 +50,13 @@ from .program import Program, check_builtins
 from .protocol import Channel, ProtocolError, pack_value, unpack_value
 from .result import Result
 from .store import MemoryStore
-from .zygote import EXIT_MEMORY, forwarded
+from .zygote import EXIT_ABORTED, EXIT_MEMORY, forwarded
 
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "VIRTUAL_ENV")
+# MPMATH_NOGMPY: the sandbox computes with the same mpmath backend as the caller.
+ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "VIRTUAL_ENV", "MPMATH_NOGMPY")
 
 
 class RunnerError(Exception):
@@ -401,6 +402,6 @@ def _ended(status: int | None, limits: Limits, output: list[str], elapsed: float
             return Result("memory_limit", output, ErrorInfo("the program was killed (out of memory)"),
                           0, elapsed)
         return Result("crashed", output, ErrorInfo(f"the sandbox crashed (signal {sig})"), 0, elapsed)
-    if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_MEMORY:
+    if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) in (EXIT_MEMORY, EXIT_ABORTED):
         return Result("memory_limit", output, ErrorInfo("out of memory"), 0, elapsed)
     return Result("crashed", output, ErrorInfo("the sandbox ended without a result"), 0, elapsed)

@@ -12,7 +12,6 @@ import math
 import threading
 from typing import Protocol
 
-from ..sqlite import connect
 from .errors import QuotaExceeded, WarbleError
 from .values import Value, decode_value, encode_value
 
@@ -77,6 +76,7 @@ class SqliteStore(_QuotaMixin):
         self._init_quota(max_keys, max_value_length)
         self.path = str(path)
         self._lock = threading.Lock()
+        from ..sqlite import connect   # sqlite3 only for those who keep values in a file
         self._db = connect(self.path, check_same_thread=False)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS warble_values ("

@@ -1,9 +1,9 @@
 """The warm "zygote" process of the runner, and its sandbox children.
 
 The runner starts this module once (`python -m pidaemon.warble.zygote FD
-JOBS_PER_CHILD`). It imports Warble, warms it up, freezes its heap
-for cheap copy-on-write and then waits on its control socket (FD,
-SOCK_SEQPACKET) for requests:
+JOBS_PER_CHILD`). It imports Warble and mpmath (with gmpy2 and GMP where
+installed), warms up, freezes its heap for cheap copy-on-write and then
+waits on its control socket (FD, SOCK_SEQPACKET) for requests:
 
     ("run", job_id, job_bytes) + a stream socket    give the job to a child (no reply)
     ("kill", job_id)      -> {"ok": true}            SIGKILL the job's child if it still runs it
@@ -43,7 +43,6 @@ or a child's end (SIGCHLD, through a wakeup pipe) needs it.
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import math
@@ -60,6 +59,7 @@ from collections import OrderedDict
 from .builtin import Builtin
 from .errors import MemoryLimitExceeded, QuotaExceeded, WarbleError
 from .limits import Limits
+from .precision import load_mpmath
 from .program import compile_program, execute
 from .protocol import Channel, ProtocolError, pack_value, unpack_value
 from .result import Result
@@ -67,6 +67,7 @@ from .runtime import Run
 
 EXIT_MEMORY = 3
 EXIT_CRASH = 4
+EXIT_ABORTED = int(signal.SIGABRT)   # abort() after SETPRECISION: GMP ran out of memory (see below)
 MB = 1024 * 1024
 RETIRE_GROWTH_MB = 8       # a child still this much bigger than when fresh, after a job, is replaced
 FREE = b"free"             # child -> zygote: ready for the next job
@@ -100,6 +101,10 @@ class ChildRun(Run):
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def b_SETPRECISION(self, n):
+        _abort_is_out_of_memory()
+        return super().b_SETPRECISION(n)
+
     def _request(self, message: dict):
         """Send a request and wait for the runner's answer: its value (None if none), or its error raised."""
         self.channel.send(message)
@@ -117,10 +122,36 @@ class ChildRun(Run):
         self._request({"t": "set", "k": name, "v": pack_value(value, self.digits)})
 
 
-try:
-    _malloc_trim = ctypes.CDLL(None).malloc_trim   # glibc; elsewhere jobs just retire sooner
-except (OSError, AttributeError):
-    _malloc_trim = None
+_libc = None               # the C library, loaded by the zygote (main) before it forks
+
+
+def _load_libc():
+    import ctypes   # only the zygote needs it, not the runner's process
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def _abort_is_out_of_memory() -> None:
+    """From here on, abort() ends this child with EXIT_ABORTED instead of the signal SIGABRT.
+
+    With gmpy2 installed mpmath computes with GMP, and GMP calls abort() when
+    an allocation fails: under RLIMIT_AS that is the program running out of
+    memory, where Python would raise MemoryError. The handler is the C
+    library's _exit (no Python runs in the signal handler); `_exit(SIGABRT)`
+    exits with status EXIT_ABORTED. Only after SETPRECISION (GMP is used for
+    nothing else), and a child is replaced after such a job.
+    """
+    if _libc is None:
+        return
+    import ctypes
+    try:
+        _libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        _libc.signal.restype = ctypes.c_void_p
+        _libc.signal(signal.SIGABRT, ctypes.cast(_libc._exit, ctypes.c_void_p))
+    except AttributeError:
+        pass
 
 
 def _vm_size() -> int:
@@ -165,8 +196,9 @@ def _limit_resources(limits: Limits, base_size: int, last_job: bool) -> None:
 
 def _trim_heap() -> None:
     """Give the memory a job freed back to the system (glibc keeps it mapped otherwise)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    trim = getattr(_libc, "malloc_trim", None)   # glibc; elsewhere jobs just retire sooner
+    if trim is not None:
+        trim(0)
 
 
 def _lift_job_limits() -> None:
@@ -498,10 +530,16 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _libc
     argv = sys.argv[1:] if argv is None else argv
     ctl = socket.socket(fileno=int(argv[0]))
     jobs_per_child = int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _libc = _load_libc()
+    # Everything a child may need is loaded before the first fork: the children share it,
+    # and a job never pays for an import under its memory limit. Warble itself loads mpmath
+    # (and through it gmpy2, GMP, MPFR) only on a first SETPRECISION.
+    load_mpmath()
     _warm_up()
     gc.collect()
     gc.freeze()
@@ -514,3 +552,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    # Nothing to flush or close (the children are killed): skip the interpreter's teardown,
+    # which would cost the runner's close() about 10 ms of waiting for this process to end.
+    os._exit(0)

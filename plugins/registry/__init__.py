@@ -6,6 +6,9 @@ Other plugins find it by type and listen to its event:
 
     registry = node.lookup(RegistryPlugin)
     node.events.on(NODE_STATE, handler)      # handler(record=NodeRecord, old_state=str)
+
+What nodes send is checked where it enters (`messages.py`, rules in `fields.py`
+and `telemetry_summary.py`): a record's fields are always of their one type.
 """
 
 from .plugin import NODE_STATE, RegistryPlugin

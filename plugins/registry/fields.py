@@ -20,7 +20,9 @@ from pidaemon.names import NAME_DOC, is_name
 SHOWN_CHARS = 40            # a rejected value is shown up to this many characters in the log
 MAX_NAMES = 64              # capabilities, plugins of a node
 MAX_TIME = 1e11             # seconds since 1970: year 5138; a time beyond is not a time
-_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+# A link-layer address as Linux shows it: EUI-48 (b8:27:eb:1a:2b:3c), but also EUI-64, the 20 bytes of
+# IP over InfiniBand, or the 4 of a tunnel: refusing a real node's info for its odd MAC would cost its work.
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){0,19}")
 # C0 and C1 controls, lone surrogates, and the non-characters of the Basic Multilingual Plane.
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 
@@ -125,7 +127,7 @@ def ip_address(field: str, value: Any) -> str:
 
 
 def mac_address(field: str, value: Any) -> str:
-    """Six hexadecimal bytes joined by ':', in lower case."""
+    """1 to 20 hexadecimal bytes joined by ':' (six for Ethernet), in lower case."""
     if not isinstance(value, str) or not _MAC.fullmatch(value):
-        raise Invalid(field, value, "a MAC address such as b8:27:eb:1a:2b:3c")
+        raise Invalid(field, value, "a MAC address such as b8:27:eb:1a:2b:3c (1-20 hex bytes joined by ':')")
     return value.lower()

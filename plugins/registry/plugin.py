@@ -21,6 +21,15 @@ Records are kept in SQLite (`db`, default `<state_dir>/registry.sqlite3`),
 reloaded at start.  Writes are batched and run on the event loop: changes of
 state or info every `flush_interval` (a few rows), telemetry summaries and
 `last_seen` every `persist_interval`.
+
+Nothing a node sends is trusted: every message is checked where it enters
+(`messages.py`, one function per kind), and so is every record loaded from
+SQLite; what fails is dropped with one log line (`rejections.py`).  A node
+leaves the registry when its retained status is cleared, on a forget command
+(`<prefix>/<topic>/forget`, `pidaemon nodes forget`), or after `forget_after`
+seconds offline; its retained status, info, telemetry and health are then
+cleared, so that they do not bring it back.  The health, flush and refresh
+loops are supervised (`node.supervise`): a crash restarts them.
 """
 
 from __future__ import annotations
@@ -30,21 +39,30 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pidaemon import hookimpl
-from pidaemon.bus import Message, PayloadError, Subscription
+from pidaemon.bus import Message, Subscription
+from pidaemon.names import topic_name_problem
 from pidaemon.schema import Boolean, Integer, Number, String, settings
 from pidaemon.sqlite import connect
 from pidaemon.topics import MAX_PING_SPREAD
 
-from .record import INFO_FIELDS, STATES, NodeRecord
-from .telemetry_summary import summarize_telemetry
+from .fields import Invalid, Rejected, json_object, shorten
+from .messages import (MAX_REPLY_TOPIC, node_id as check_node_id, parse_forget, parse_info, parse_ping_answer,
+                       parse_status, parse_telemetry)
+from .record import STATES, NodeRecord
+from .rejections import Rejections
 
 # The event other plugins listen to (`node.events.on(NODE_STATE, handler)`):
 # handler(record=NodeRecord, old_state=str), after each change of a node's state.
 NODE_STATE = "registry:node_state"
 REGISTRY_SCHEMA_VERSION = 1
+SHOWN_PROBLEMS = 3  # invalid records of the SQLite file named in the start-up line
+
+
+class RegistryFull(Rejected):
+    """A message about a node the registry has no room for (`max_nodes`)."""
 
 
 @settings
@@ -66,7 +84,10 @@ class RegistrySettings:
     flush_interval: float = Number(min=0.05, default=1, doc="seconds between two writes of changed records")
     persist_interval: float = Number(min=0.1, default=30, doc="seconds between two writes of telemetry summaries")
     forget_after: float | None = Number(min=0, default=None,
-                                        doc="drop a node offline for this many seconds; null: keep")
+                                        doc="forget a node offline for this many seconds (its retained topics are "
+                                            "cleared); null: keep offline nodes until `pidaemon nodes forget`")
+    max_nodes: int = Integer(min=1, default=5000,
+                             doc="nodes the registry holds at most; messages about further nodes are dropped")
 
 
 class RegistryPlugin:
@@ -91,6 +112,7 @@ class RegistryPlugin:
         self._forgotten: set[str] = set()
         self._publish_handle: asyncio.TimerHandle | None = None
         self._minor_changes = False
+        self.rejections = Rejections(node.log)
 
     # ------------------------------------------------------------ for the scheduler and other plugins
 
@@ -111,11 +133,35 @@ class RegistryPlugin:
 
     def snapshot(self) -> dict[str, Any]:
         """The registry as published on `<prefix>/registry`."""
+        return {"schema": REGISTRY_SCHEMA_VERSION, "server": self.node.id, "time": round(time.time(), 3),
+                "counts": self.counts(), "forget_after": self.config.forget_after,
+                "rejected": dict(self.rejections.counts),
+                "nodes": {i: self.records[i].to_dict() for i in sorted(self.records)}}
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes the registry holds in each state (`offline` ones included, until forgotten)."""
         counts = {state: 0 for state in STATES}
         for rec in self.records.values():
             counts[rec.state] += 1
-        return {"schema": REGISTRY_SCHEMA_VERSION, "server": self.node.id, "time": round(time.time(), 3),
-                "counts": counts, "nodes": {i: self.records[i].to_dict() for i in sorted(self.records)}}
+        return counts
+
+    def forget(self, node_ids: Iterable[str], force: bool = False) -> dict[str, Any]:
+        """Forget nodes that left for good, and clear their retained topics (`pidaemon nodes forget`).
+
+        An `online` node is refused unless `force`: it is running, and would come back at its next message.
+        Returns `{"forgotten": [ids], "refused": {id: reason}, "unknown": [ids]}`.
+        """
+        result: dict[str, Any] = {"forgotten": [], "refused": {}, "unknown": []}
+        for node_id in node_ids:
+            rec = self.records.get(node_id)
+            if rec is None:
+                result["unknown"].append(node_id)
+            elif rec.state == "online" and not force:
+                result["refused"][node_id] = "online"
+            else:
+                self._forget(node_id, "forget command" + (" (forced)" if rec.state == "online" else ""))
+                result["forgotten"].append(node_id)
+        return result
 
     # ------------------------------------------------------------ hooks
 
@@ -131,13 +177,14 @@ class RegistryPlugin:
             Subscription(node.topic("nodes", "+", "telemetry"), qos=0),
             Subscription(node.topic("nodes", "+", "reply", "ping"), qos=0),
             Subscription(self._pong_topic(), qos=0),
+            Subscription(self._forget_topic()),
         ]
 
     @hookimpl
     def pidaemon_startup(self, node):
-        node.spawn(self._health_loop(), name="registry:health")
-        node.spawn(self._flush_loop(), name="registry:flush")
-        node.spawn(self._refresh_loop(), name="registry:refresh")
+        node.supervise(self._health_loop, "registry:health")
+        node.supervise(self._flush_loop, "registry:flush")
+        node.supervise(self._refresh_loop, "registry:refresh")
 
     @hookimpl
     def pidaemon_connected(self, node):
@@ -146,19 +193,27 @@ class RegistryPlugin:
     @hookimpl
     def pidaemon_message(self, node, message: Message):
         levels = message.topic[len(node.topics.prefix) + 1:].split("/")
-        if message.topic == self._pong_topic() or levels[-2:] == ["reply", "ping"]:
-            self._on_pong(message)
-        elif len(levels) == 3 and levels[0] == "nodes":
-            handler = {"status": self._on_status, "info": self._on_info,
-                       "telemetry": self._on_telemetry}.get(levels[2])
-            if handler is not None:
-                handler(levels[1], message)
+        kind = "other"
+        try:
+            if message.topic == self._pong_topic():
+                kind = "ping_answer"
+                self._on_pong(message, None)
+            elif len(levels) == 4 and levels[0] == "nodes" and levels[2:] == ["reply", "ping"]:
+                kind = "ping_answer"
+                self._on_pong(message, levels[1])
+            elif message.topic == self._forget_topic():
+                kind = "forget"
+                self._on_forget(message)
+            elif len(levels) == 3 and levels[0] == "nodes" and levels[2] in ("status", "info", "telemetry"):
+                kind = levels[2]
+                handler = {"status": self._on_status, "info": self._on_info, "telemetry": self._on_telemetry}
+                handler[kind](check_node_id(levels[1]), message)
+        except Rejected as problem:
+            self.rejections.report(kind, message.topic, problem)
 
     @hookimpl
     def pidaemon_telemetry(self, node):
-        counts = {state: 0 for state in STATES}
-        for rec in self.records.values():
-            counts[rec.state] += 1
+        counts = self.counts()
         return {"registry": {"nodes": len(self.records), **{k: v for k, v in counts.items() if k != "unknown"}}}
 
     @hookimpl
@@ -180,9 +235,15 @@ class RegistryPlugin:
     def _pong_topic(self) -> str:
         return self.node.topic(self.config.topic, "pong", self.node.id)
 
+    def _forget_topic(self) -> str:
+        return self.node.topic(self.config.topic, "forget")
+
     def _get(self, node_id: str, create: bool = True) -> NodeRecord | None:
         rec = self.records.get(node_id)
         if rec is None and create:
+            if len(self.records) >= self.config.max_nodes:
+                raise RegistryFull(f"no room for node {node_id}: the registry holds {len(self.records)} nodes "
+                                   f"(max_nodes)")
             rec = NodeRecord(id=node_id, since=round(time.time(), 3), expect_from_seq=self.seq + 1)
             self.records[node_id] = rec
             self._forgotten.discard(node_id)
@@ -190,16 +251,14 @@ class RegistryPlugin:
         return rec
 
     def _on_status(self, node_id: str, message: Message) -> None:
-        text = message.payload.decode("utf-8", "replace").strip()
-        if not text:  # the retained status was cleared: the node left the cluster for good
+        status = parse_status(message.payload)
+        if status is None:  # the retained status was cleared: the node left the cluster for good
             self._forget(node_id, "its retained status was cleared")
             return
-        if text not in ("online", "offline"):
-            raise PayloadError(f"{message.topic}: expected online or offline, got {text[:40]!r}")
         rec = self._get(node_id)
         if not message.retain:
             self._seen(rec)
-        if text == "offline":
+        if status == "offline":
             self._set_state(rec, "offline", "status offline")
         elif rec.state == "unhealthy" and message.retain:
             pass  # an old retained "online" does not cure a node that stopped answering
@@ -207,49 +266,59 @@ class RegistryPlugin:
             self._set_state(rec, "online", "status online")
 
     def _on_info(self, node_id: str, message: Message) -> None:
-        if not message.payload:
+        info = parse_info(node_id, message.payload)
+        if info is None:  # cleared
             return
-        info = message.json()
-        if not isinstance(info, dict):
-            raise PayloadError(f"{message.topic}: expected a JSON object")
         rec = self._get(node_id)
-        for name in INFO_FIELDS:
-            if name in info:
-                setattr(rec, name, info[name])
-        caps = info.get("capabilities")
-        rec.capabilities = [str(c) for c in caps] if isinstance(caps, list) else []
-        plugins = info.get("plugins")
-        rec.failed_plugins = sorted(n for n, p in plugins.items() if isinstance(p, dict) and p.get("state") == "failed"
-                                    ) if isinstance(plugins, dict) else []
+        rec.apply_info(info)
         if not message.retain:
             self._seen(rec)
         self._changed(rec)
 
     def _on_telemetry(self, node_id: str, message: Message) -> None:
-        if not message.payload:
+        summary = parse_telemetry(node_id, message.payload)
+        if summary is None:  # cleared
             return
-        payload = message.json()
-        if not isinstance(payload, dict):
-            raise PayloadError(f"{message.topic}: expected a JSON object")
         rec = self._get(node_id)
-        rec.telemetry = summarize_telemetry(payload)
+        rec.telemetry = summary
         if not message.retain:
             self._seen(rec)
         self._dirty_db_minor.add(node_id)
         self._minor_changes = True
 
-    def _on_pong(self, message: Message) -> None:
-        answer = message.json()
-        if not isinstance(answer, dict) or not isinstance(answer.get("node"), str):
-            raise PayloadError(f"{message.topic}: expected a ping answer with a node id")
-        rec = self._get(answer["node"])
+    def _on_pong(self, message: Message, topic_node: str | None) -> None:
+        """A ping answer: on this server's pong topic (`topic_node` None), or on `nodes/<id>/reply/ping`."""
+        answer = parse_ping_answer(message.payload, topic_node)
+        if topic_node is None and (answer.seq is None or not 0 < answer.seq <= self.seq):
+            # Only answers to this server's pings come here: a larger number would count every
+            # future ping as answered, and a frozen node would stay online.
+            raise Invalid("seq", answer.seq, f"the number of a ping this server sent (1 to {self.seq})")
+        rec = self._get(answer.node)
         self._seen(rec)
-        seq = answer.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            rec.answered_seq = max(rec.answered_seq, seq)
+        if answer.seq is not None and answer.seq <= self.seq:  # a larger one answers someone else's ping
+            rec.answered_seq = max(rec.answered_seq, answer.seq)
         rec.misses = 0
         if rec.state in ("unhealthy", "unknown"):
             self._set_state(rec, "online", "answers pings")
+
+    def _on_forget(self, message: Message) -> None:
+        if message.retain:  # a command is never retained: it would run again at every subscription
+            raise Invalid("retain", True, "a command that is not retained (clear it with an empty retained message)")
+        request = parse_forget(message.payload)
+        reply_to = self._reply_topic(message.response_topic or request.reply_to)
+        result = self.forget(request.nodes, force=request.force)
+        if reply_to is not None:
+            props = {"correlation_data": message.correlation_data} if message.correlation_data else {}
+            self.node.publish(reply_to, {"server": self.node.id, **result}, qos=1, **props)
+
+    def _reply_topic(self, topic: str | None) -> str | None:
+        """Where an answer may go: under `<prefix>/replies/`, never on the cluster's own topics nor elsewhere."""
+        if topic is None:
+            return None
+        replies = self.node.topic("replies", "")
+        if not topic.startswith(replies) or len(topic) > MAX_REPLY_TOPIC or topic_name_problem(topic) is not None:
+            raise Invalid("reply_to", topic, f"a topic under {replies}")
+        return topic
 
     def _seen(self, rec: NodeRecord) -> None:
         rec.last_seen = round(time.time(), 3)
@@ -283,8 +352,11 @@ class RegistryPlugin:
         self._forgotten.add(node_id)
         self._dirty_db.discard(node_id)
         self._dirty_db_minor.discard(node_id)
-        if self.config.health_topics:
-            self.node.publish(self.node.topic("nodes", node_id, "health"), b"", qos=1, retain=True)
+        # Its retained messages go too: an old `offline` status or info would otherwise bring the node
+        # back at the server's next subscription (a restart, a reconnection).  Our own empty status
+        # comes back to us and finds nothing to forget.
+        for kind in ("status", "info", "telemetry", "health"):
+            self.node.publish(self.node.topic("nodes", node_id, kind), b"", qos=1, retain=True)
         self._schedule_publish()
 
     # ------------------------------------------------------------ health
@@ -316,7 +388,7 @@ class RegistryPlugin:
             return
         limit = time.time() - self.config.forget_after
         for rec in [r for r in self.records.values() if r.state == "offline" and r.since < limit]:
-            self._forget(rec.id, f"offline for more than {self.config.forget_after} s")
+            self._forget(rec.id, f"offline for more than {self.config.forget_after:g} s (forget_after)")
 
     # ------------------------------------------------------------ publishing
 
@@ -352,16 +424,33 @@ class RegistryPlugin:
         self._db = connect(self.db_path)
         self._db.execute("CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record TEXT NOT NULL, "
                          "updated REAL NOT NULL)")
-        loaded = 0
-        for node_id, text in self._db.execute("SELECT id, record FROM nodes"):
+        dropped: list[tuple[Any, str]] = []  # (row id, problem)
+        for row_id, text in self._db.execute("SELECT id, record FROM nodes").fetchall():
             try:
-                self.records[node_id] = NodeRecord.from_dict(json.loads(text))
-                loaded += 1
-            except (ValueError, TypeError) as exc:
-                self.node.log.warning("registry: skipping unreadable record of %s in %s: %s", node_id,
-                                      self.db_path, exc)
-        if loaded:
-            self.node.log.info("registry: %d nodes loaded from %s", loaded, self.db_path)
+                rec = NodeRecord.from_stored(json_object(str(text).encode("utf-8", "replace"), 1 << 20, "record"))
+                if rec.id != row_id:
+                    raise Invalid("id", rec.id, f"the id of its row, {shorten(row_id)}")
+            except Rejected as problem:
+                dropped.append((row_id, str(problem)))
+                continue
+            if len(self.records) >= self.config.max_nodes:
+                dropped.append((row_id, f"more than max_nodes ({self.config.max_nodes}) records"))
+                continue
+            self.records[rec.id] = rec
+        if dropped:
+            # An older registry stored whatever nodes said: its records are checked like messages.
+            shown = "; ".join(f"{shorten(i)}: {p}" for i, p in dropped[:SHOWN_PROBLEMS])
+            more = f"; and {len(dropped) - SHOWN_PROBLEMS} more" if len(dropped) > SHOWN_PROBLEMS else ""
+            self.node.log.warning("registry: dropped %d invalid records from %s: %s%s", len(dropped), self.db_path,
+                                  shown, more)
+            with self._db:
+                self._db.executemany("DELETE FROM nodes WHERE id = ?", [(i,) for i, _ in dropped])
+        offline = sum(1 for rec in self.records.values() if rec.state == "offline")
+        self.node.log.info("registry: %d nodes loaded from %s, %d of them offline%s", len(self.records),
+                           self.db_path, offline,
+                           f" (forgotten after {self.config.forget_after:g} s offline)"
+                           if self.config.forget_after is not None else
+                           " (kept until forgotten: pidaemon nodes forget, or set forget_after)" if offline else "")
 
     async def _flush_loop(self) -> None:
         ticks_per_persist = max(1, round(self.config.persist_interval / self.config.flush_interval))

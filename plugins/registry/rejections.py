@@ -26,7 +26,8 @@ class Rejections:
         self._unlogged: dict[tuple[str, str], int] = {}
 
     def report(self, kind: str, topic: str, problem: Rejected) -> None:
-        """Drop a message of `kind` (info, status...) that came on `topic`: count it, and log it unless too soon."""
+        """Drop a message of `kind` (status, info, telemetry, ping_answer, forget) that came on `topic`:
+        count it, and log it unless the same kind of problem was logged less than `interval` seconds ago."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         # Field names are the code's own (never a value from the message): a bounded set of keys.
         key = (kind, problem.field if isinstance(problem, Invalid) else type(problem).__name__)
@@ -38,4 +39,5 @@ class Rejections:
         self._last_logged[key] = now
         more = self._unlogged.pop(key, 0)
         since = f" ({more} more like it dropped in the last {self.interval:g} s)" if more else ""
-        self.log.warning("registry: dropped %s on %s: %s%s", kind, shorten(topic, SHOWN_TOPIC), problem, since)
+        self.log.warning("registry: dropped a message (%s) on %s: %s%s", kind, shorten(topic, SHOWN_TOPIC), problem,
+                         since)

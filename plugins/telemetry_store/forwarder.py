@@ -12,8 +12,10 @@ request fails on a network error, a timeout or a status other than 2xx; its
 batch stays in the buffer and the next attempt waits `interval * 2**k` for the
 k-th failure in a row, capped at `max_backoff`.  The first success brings the
 interval back to normal, and whatever accumulated is sent at once, batch after
-batch.  When the buffer is full the oldest waiting reading is dropped and
-counted in `dropped` (reported in the server's telemetry and by `pidaemon status`).
+batch.  The buffer holds at most `buffer_limit` readings and `buffer_bytes`
+bytes of them (their size as received); when it is full the oldest waiting
+readings are dropped and counted in `dropped` (reported in the server's
+telemetry and by `pidaemon status`).
 
 Requests use `urllib.request` in a worker thread, so the event loop never blocks.
 """
@@ -35,8 +37,9 @@ PostFunction = Callable[[bytes], Awaitable[tuple[bool, str]]]
 
 class RestForwarder:
     def __init__(self, url: str, *, interval: float = 10.0, batch_size: int = 500, buffer_limit: int = 100_000,
-                 max_backoff: float = 60.0, timeout: float = 10.0, headers: dict[str, str] | None = None,
-                 source: str = "", log: logging.Logger | logging.LoggerAdapter | None = None,
+                 buffer_bytes: int | None = None, max_backoff: float = 60.0, timeout: float = 10.0,
+                 headers: dict[str, str] | None = None, source: str = "",
+                 log: logging.Logger | logging.LoggerAdapter | None = None,
                  post: PostFunction | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         if batch_size > buffer_limit:
@@ -45,6 +48,9 @@ class RestForwarder:
         self.interval = interval
         self.batch_size = batch_size
         self.buffer_limit = buffer_limit
+        self.buffer_bytes = buffer_bytes
+        self.buffered_bytes = 0             # of the readings buffered and in flight
+        self._sizes: dict[int, int] = {}    # reading id: its size
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json", **(headers or {})}
@@ -69,22 +75,43 @@ class RestForwarder:
     def buffered(self) -> int:
         return len(self.buffer) + len(self.in_flight)
 
-    def submit(self, reading: dict[str, Any]) -> None:
-        """Queue one reading (a telemetry payload); drops the oldest waiting one when full."""
-        if self.buffered >= self.buffer_limit:
-            if self.buffer:
-                self.buffer.popleft()
-            else:  # everything is in flight: the newest goes
-                self.dropped += 1
+    def submit(self, reading: dict[str, Any], size: int | None = None) -> None:
+        """Queue one reading (a telemetry payload) of `size` bytes; drops the oldest waiting ones when full.
+
+        Without `size`, the reading's JSON size is counted (when `buffer_bytes` is set).
+        """
+        if size is None:
+            size = len(json.dumps(reading, default=str)) if self.buffer_bytes is not None else 0
+        dropped = self.dropped
+        while self._full(size):
+            if not self.buffer or (self.buffer_bytes is not None and size > self.buffer_bytes):
+                self.dropped += 1  # everything is in flight, or it would never fit: the newest goes
+                self._log_drops()
                 return
+            self._forget(self.buffer.popleft())
             self.dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log >= 60:
-                self._last_drop_log = now
-                self.log.warning("forwarder: buffer full (%d readings): dropping the oldest (%d dropped so far)",
-                                 self.buffer_limit, self.dropped)
+        if self.dropped != dropped:
+            self._log_drops()
         self.buffer.append({"id": self.next_id, **reading})
+        self._sizes[self.next_id] = size
+        self.buffered_bytes += size
         self.next_id += 1
+
+    def _full(self, size: int) -> bool:
+        return self.buffered >= self.buffer_limit or (
+            self.buffer_bytes is not None and self.buffered_bytes + size > self.buffer_bytes)
+
+    def _forget(self, reading: dict[str, Any]) -> None:
+        self.buffered_bytes -= self._sizes.pop(reading["id"], 0)
+
+    def _log_drops(self) -> None:
+        now = time.monotonic()
+        if now - self._last_drop_log >= 60:
+            self._last_drop_log = now
+            limit = f"{self.buffer_limit} readings" + (
+                f" or {self.buffer_bytes} bytes" if self.buffer_bytes is not None else "")
+            self.log.warning("forwarder: buffer full (%s): dropping the oldest (%d dropped so far)",
+                             limit, self.dropped)
 
     def stats(self) -> dict[str, Any]:
         return {"buffered": self.buffered, "dropped": self.dropped, "delivered": self.delivered,
@@ -132,6 +159,8 @@ class RestForwarder:
                               self.consecutive_failures)
             self.consecutive_failures = 0
             self.delivered += len(batch)
+            for reading in batch:
+                self._forget(reading)
         return self.interval, "sent"
 
     async def _post_with_urllib(self, body: bytes) -> tuple[bool, str]:

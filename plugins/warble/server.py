@@ -3,15 +3,23 @@
 Topics (see docs/protocol.md, "Warble"):
 - `<prefix>/warble/submit`: anyone submits `{"id"?, "user", "source"}` or a
   plain-text post (`#pi{PRINT(1)}`; the user then comes from the MQTT v5 user
-  property `user`, else `anonymous`).
+  property `user`, else `anonymous`; the v5 user property `client_id` names
+  the submission's origin, for the per-origin limits).
 - `<prefix>/warble/results/<id>`: first `{"id", "status": "queued"}` (the
-  acknowledgement, sent once the job is in the SQLite queue), then the result.
-  With an MQTT v5 response topic (or `"reply_to"` in the JSON), the same
-  messages also go there, with the request's correlation data.
-- Jobs go to `<prefix>/nodes/<worker>/cmd/warble`; workers answer on
-  `<prefix>/nodes/<worker>/reply/warble` (plugin `warble_worker`).
+  acknowledgement, sent once the job is in the SQLite queue), then the result;
+  or at once `{"status": "rejected", "error": {"message", "reason"}}`.  Every
+  submission is answered.  Re-submitting a known id answers with the job's
+  current state (`queued`, `dispatched`, `running` or its result), at most once per
+  `repeat_answer_interval` per id.  With an MQTT v5 response topic (or
+  `"reply_to"` in the JSON) that `reply_topics` allows, the same messages also
+  go there, with the request's correlation data.
+- Jobs go to `<prefix>/nodes/<worker>/cmd/warble` with their attempt number;
+  workers answer on `<prefix>/nodes/<worker>/reply/warble` with it (plugin
+  `warble_worker`).  A job taken from a worker (silent, unhealthy, lease
+  expired) is revoked on `<prefix>/nodes/<worker>/cmd/warble_revoke`, and the
+  old attempt's replies, SAVEs and LOADs are refused from then on.
 - `<prefix>/warble/store`: the workers' SAVE/LOAD requests, against a SQLite
-  store on the server with per-user quotas.
+  store on the server with per-user quotas, served to users in turn.
 - `<prefix>/warble/leaderboard` (retained): the most digits of pi printed.
 
 Needs the `registry` plugin on the same node (found with `node.lookup`): it
@@ -25,12 +33,16 @@ import asyncio
 import json
 import re
 import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pidaemon import hookimpl
-from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Integer, Number, String, settings
+from pidaemon.bus import Message, PayloadError, Subscription, topic_matches
+from pidaemon.names import topic_name_problem
+from pidaemon.schema import Checked, Integer, ListOf, Number, String, settings
 from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
 from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.posts import NoWarble, program_of
@@ -39,13 +51,35 @@ from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
 
 from . import hookspecs
 from .hookspecs import WarbleHooks
-from .jobqueue import Job, JobQueue, QueueLimits, QueueRefused
+from .jobqueue import (ACTIVE_STATES, REJECTED, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
+                       RateLimiter, StorageFailed, disk_full, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
 from .worker_choice import WorkerLoad, pick_worker
 
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
 CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
+MAX_STORE_PENDING_PER_USER = 64   # SAVE/LOAD requests of one user waiting; more are answered "busy"
+MAX_STORE_PENDING = 10_000        # ... of all users together
+MAX_REPLY_TOPIC = 512        # characters of a reply topic
+LOG_GATE_INTERVAL = 10.0     # seconds between two log lines about the same kind of refusal
+PREFIX_PLACEHOLDER = "{prefix}"
+
+
+def reply_topic_filter(value: Any) -> str:
+    """A `reply_topics` entry: an MQTT topic filter, in which `{prefix}` stands for `mqtt.prefix`."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    levels = value.replace(PREFIX_PLACEHOLDER, "prefix").split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError("'#' must be a whole level, the last one")
+        if "+" in level and level != "+":
+            raise ValueError("'+' must be a whole level")
+    problem = topic_name_problem("/".join("x" if level in ("+", "#") else level for level in levels))
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 @settings
@@ -59,9 +93,32 @@ class WarbleServerSettings:
                                  doc="seconds beyond the time limit before a silent worker's job is re-queued")
     max_attempts: int = Integer(min=1, default=3)
     queue_deadline: float = Number(min=1, default=600, doc="seconds a job may wait before it expires")
+    max_queued: int = Integer(min=1, default=10_000,
+                              doc="jobs waiting in the queue, all users together; beyond, submissions are "
+                                  "rejected (reason queue_full)")
     per_user_queued: int = Integer(min=1, default=200, doc="a user's share of the queue")
     per_user_rate: float = Number(min=0.01, default=5, doc="submissions per second per user")
     per_user_burst: int = Integer(min=1, default=50)
+    per_origin_queued: int = Integer(min=1, default=1000,
+                                     doc="an origin's share of the queue, whatever user names it gives (origin: "
+                                         "the MQTT v5 user property client_id, or the HTTP client's address)")
+    per_origin_rate: float = Number(min=0.01, default=20, doc="submissions per second per origin")
+    per_origin_burst: int = Integer(min=1, default=200)
+    max_running_per_user: int | None = Integer(
+        min=1, default=None, doc="jobs of one user running at once; default half the slots of the healthy "
+                                 "workers, at least 1")
+    max_running_per_origin: int | None = Integer(
+        min=1, default=None, doc="jobs of one origin running at once; default half the slots of the healthy "
+                                 "workers, at least 1")
+    reply_topics: tuple[str, ...] = ListOf(
+        Checked(reply_topic_filter, expected="an MQTT topic filter ({prefix} for mqtt.prefix)"),
+        default=[f"{PREFIX_PLACEHOLDER}/replies/#"],
+        doc="topic filters a submitter's reply topic (MQTT v5 response topic or reply_to) must match; "
+            "{prefix} is mqtt.prefix. Under the prefix, only <prefix>/replies/... is ever used")
+    repeat_answer_interval: float = Number(min=0, default=1.0,
+                                           doc="seconds before a re-submitted id is answered again on MQTT")
+    max_repeat_answers: float = Number(min=1, default=100,
+                                       doc="answers to re-submissions per second, all ids together")
     max_source_length: int = Integer(min=1, default=280, doc="characters of a program")
     max_submission_length: int = Integer(min=1, default=4096,
                                          doc="characters of a submission (a post around its #pi{...}) read at all")
@@ -72,6 +129,86 @@ class WarbleServerSettings:
                                  doc="seconds finished jobs stay in the queue file (history, GET /warbles/<id>)")
     max_saved_keys: int = Integer(min=1, default=100, doc="SAVE names per user")
     max_saved_value_length: int = Integer(min=1, default=4096)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission as it entered, whatever the intake (MQTT, HTTP, a feed)."""
+
+    user: str
+    source: str
+    job_id: str | None = None
+    post_id: str | None = None
+    reply_to: str | None = None        # allowed by `reply_topics`, or None
+    correlation: bytes | None = None
+    origin: str | None = None
+    reply_refused: str | None = None   # why the reply topic asked for is not used
+
+    def without_identity(self) -> "Submission":
+        """For an envelope that is wrong itself: neither the client's id nor oversized text goes anywhere."""
+        return replace(self, user=str(self.user)[:MAX_NAME], source=str(self.source)[:MAX_NAME], job_id=None,
+                       post_id=None, origin=None)
+
+
+class RepeatAnswers:
+    """How often a re-submitted id is answered on MQTT: each id at most once per `interval`,
+    all ids together at most `rate` a second, so that re-submissions cannot amplify traffic."""
+
+    MAX_TRACKED = 10_000
+
+    def __init__(self, interval: float, rate: float):
+        self.interval = interval
+        self.last: OrderedDict[str, float] = OrderedDict()
+        self.budget = RateLimiter(rate, max(1, int(rate)), max_tracked=1)
+
+    def allow(self, job_id: str, now: float) -> bool:
+        last = self.last.get(job_id)
+        if last is not None and now - last < self.interval:
+            return False
+        if not self.budget.allows("all", now):
+            return False
+        self.budget.take("all")
+        self.last[job_id] = now
+        self.last.move_to_end(job_id)
+        while len(self.last) > self.MAX_TRACKED:
+            self.last.popitem(last=False)
+        return True
+
+
+class TakeTurns:
+    """Items queued per key, taken one key after the other (round robin)."""
+
+    def __init__(self):
+        self._items: dict[str, deque] = {}
+        self._turns: deque[str] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def pending(self, key: str) -> int:
+        return len(self._items.get(key, ()))
+
+    def push(self, key: str, item: Any) -> None:
+        items = self._items.get(key)
+        if items is None:
+            items = self._items[key] = deque()
+            self._turns.append(key)
+        items.append(item)
+        self._count += 1
+
+    def pop(self) -> tuple[str, Any] | None:
+        if not self._turns:
+            return None
+        key = self._turns.popleft()
+        items = self._items[key]
+        item = items.popleft()
+        self._count -= 1
+        if items:
+            self._turns.append(key)
+        else:
+            del self._items[key]
+        return key, item
 
 
 class WarbleServer:
@@ -86,14 +223,22 @@ class WarbleServer:
         self.store_path = Path(config.store_db) if config.store_db else state / "warble-store.sqlite3"
         self.limits = Limits(max_program_length=config.max_source_length)
         self.lease = config.job_time_limit + self.limits.kill_grace + config.lease_margin
+        self.reply_filters = [f.replace(PREFIX_PLACEHOLDER, node.topics.prefix) for f in config.reply_topics]
         self.queue: JobQueue | None = None
         self.store: SqliteStore | None = None
         self.leaderboard: Leaderboard | None = None
         self.registry: RegistryPlugin | None = None
         self._wake = asyncio.Event()
+        self._store_wake = asyncio.Event()
+        self._store_requests = TakeTurns()
+        self._repeats = RepeatAnswers(config.repeat_answer_interval, config.max_repeat_answers)
+        self._log_gates: dict[str, tuple[float, int]] = {}
         self._next_cleanup = 0.0
+        self._closed = False
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
-                      "requeued": 0, "expired": 0}
+                      "requeued": 0, "expired": 0, "repeat_answers": 0, "repeat_answers_held": 0,
+                      "reply_topics_refused": 0, "stale_replies": 0, "store_requests": 0, "store_refused": 0,
+                      "store_busy": 0}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -102,9 +247,11 @@ class WarbleServer:
         self.registry = node.lookup(RegistryPlugin)
         config = self.config
         self.queue = JobQueue(self.db_path, QueueLimits(
-            max_attempts=config.max_attempts, queue_deadline=config.queue_deadline,
+            max_attempts=config.max_attempts, queue_deadline=config.queue_deadline, max_queued=config.max_queued,
             per_user_queued=config.per_user_queued, per_user_rate=config.per_user_rate,
-            per_user_burst=config.per_user_burst, max_rejected_kept=config.max_rejected_kept))
+            per_user_burst=config.per_user_burst, per_origin_queued=config.per_origin_queued,
+            per_origin_rate=config.per_origin_rate, per_origin_burst=config.per_origin_burst,
+            max_rejected_kept=config.max_rejected_kept))
         self.store = SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length)
         self.leaderboard = Leaderboard(self.queue.db)  # the queue's file and connection
         node.events.on(NODE_STATE, self._node_changed)
@@ -119,7 +266,8 @@ class WarbleServer:
     @hookimpl
     async def pidaemon_startup(self, node):
         await asyncio.to_thread(pi_decimals)  # the leaderboard's reference digits, off the event loop
-        node.spawn(self._dispatch_forever(), name="warble-dispatch")
+        node.supervise(self._dispatch_forever, name="warble-dispatch")
+        node.supervise(self._serve_store_forever, name="warble-store")
         WarbleHooks(node).intake(self.submit_post)
 
     @hookimpl
@@ -129,6 +277,7 @@ class WarbleServer:
 
     @hookimpl
     def pidaemon_shutdown(self, node):
+        self._closed = True  # messages that still arrive until the bus stops are not handled
         for resource in (self.queue, self.store):
             if resource is not None:
                 resource.close()
@@ -141,6 +290,8 @@ class WarbleServer:
 
     @hookimpl
     def pidaemon_message(self, node, message: Message):
+        if self._closed:
+            return
         levels = message.topic.split("/")
         if message.topic == node.topic("warble", "submit"):
             self._on_submit(message)
@@ -151,73 +302,125 @@ class WarbleServer:
         elif message.topic == node.topic("warble", "history"):
             self._on_history_request(message)
 
-    def _reply_topic(self, topic: Any) -> str | None:
-        """A client's reply topic, if it is safe to publish to.
+    def _reply_target(self, topic: Any) -> tuple[str | None, str | None]:
+        """(the topic, None) if answers may go to `topic`; (None, why not) otherwise; (None, None) if none given.
 
-        Answers must not land on the cluster's own topics (a job topic, a status),
-        so a topic under the prefix is accepted only below `<prefix>/replies/`.
+        Answers go only where `reply_topics` allows, and never onto the
+        cluster's own topics (a job topic, a node's status): under the prefix,
+        only below `<prefix>/replies/`.
         """
-        if not topic:
-            return None
-        topic = str(topic)
-        own = topic.startswith(self.node.topic("")) and not topic.startswith(self.node.topic("replies", ""))
-        if own or "+" in topic or "#" in topic or "\0" in topic or len(topic) > 512:
-            self.node.log.warning("warble: ignored the reply topic %r (use a topic outside %s/, or under %s)",
-                                  topic[:80], self.node.topics.prefix, self.node.topic("replies", ""))
-            return None
-        return topic
+        if topic is None or topic == "":
+            return None, None
+        if not isinstance(topic, str):
+            problem = f"not a string but {type(topic).__name__}"
+        elif (problem := topic_name_problem(topic)) is None:
+            if len(topic) > MAX_REPLY_TOPIC:
+                problem = f"longer than {MAX_REPLY_TOPIC} characters"
+            elif not self._reply_allowed(topic):
+                problem = (f"not allowed: answers go only to {' or '.join(self.reply_filters)}"
+                           if self.reply_filters else "not allowed: reply_topics is empty")
+        if problem is None:
+            return topic, None
+        refusal = f"reply topic {str(topic)[:80]!r} refused ({problem})"
+        self.stats["reply_topics_refused"] += 1
+        self._log_limited("reply_topic", "warble: %s", refusal)
+        return None, refusal
+
+    def _reply_allowed(self, topic: str) -> bool:
+        if topic.startswith(self.node.topic("")) and not topic.startswith(self.node.topic("replies", "")):
+            return False
+        return any(topic_matches(topic_filter, topic) for topic_filter in self.reply_filters)
+
+    def _log_limited(self, kind: str, fmt: str, *args) -> None:
+        """A warning, at most once per LOG_GATE_INTERVAL per kind (refusals can come in floods)."""
+        now = time.monotonic()
+        last, suppressed = self._log_gates.get(kind, (-LOG_GATE_INTERVAL, 0))
+        if now - last < LOG_GATE_INTERVAL:
+            self._log_gates[kind] = (last, suppressed + 1)
+            return
+        self._log_gates[kind] = (now, 0)
+        if suppressed:
+            fmt += f" ({suppressed} more like it not logged)"
+        self.node.log.warning(fmt, *args)
 
     def _on_submit(self, message: Message) -> None:
-        reply = {"reply_to": self._reply_topic(message.response_topic), "correlation": message.correlation_data}
-        text = message.text()
+        reply = {"reply_to": message.response_topic, "correlation": message.correlation_data}
+        client_id = message.user_property("client_id")
+        origin = None if client_id is None else f"mqtt:{client_id}"
+        try:
+            text = message.text()
+        except PayloadError as exc:
+            self.submit(message.user_property("user") or "anonymous", "", origin=origin, refusal=str(exc), **reply)
+            return
         if text.lstrip().startswith("{") and not text.lstrip().startswith("{#"):
             try:
                 request = json.loads(text)
             except json.JSONDecodeError:
                 request = None  # a bare `{PRINT(1)}` program, not JSON
             if isinstance(request, dict):
-                if not isinstance(request.get("source"), str):
-                    raise PayloadError(f"{message.topic}: a JSON submission needs \"source\" (a string)")
-                if request.get("reply_to") and not reply["reply_to"]:
-                    reply["reply_to"] = self._reply_topic(request["reply_to"])
-                self.submit(str(request.get("user") or "anonymous"), request["source"],
+                if not reply["reply_to"]:
+                    reply["reply_to"] = request.get("reply_to")
+                source = request.get("source")
+                refusal = None if isinstance(source, str) else 'a JSON submission needs "source" (a string)'
+                self.submit(str(request.get("user") or "anonymous"), source if isinstance(source, str) else "",
                             job_id=_optional_str(request.get("id")), post_id=_optional_str(request.get("post_id")),
-                            **reply)
+                            origin=origin, refusal=refusal, **reply)
                 return
-        self.submit(message.user_property("user") or "anonymous", text, **reply)
+        self.submit(message.user_property("user") or "anonymous", text, origin=origin, **reply)
 
     # ------------------------------------------------------------ intake (MQTT, HTTP, feeds)
 
     def submit(self, user: str, source: str, *, job_id: str | None = None, post_id: str | None = None,
-               reply_to: str | None = None, correlation: bytes | None = None) -> dict[str, Any]:
-        """Check and queue a program; returns the acknowledgement or the rejection (also published)."""
-        problem = _check_submission(user, source, job_id, self.config.max_submission_length)
+               reply_to: Any = None, correlation: bytes | None = None, origin: str | None = None,
+               refusal: str | None = None) -> dict[str, Any]:
+        """Check and queue a program; returns the acknowledgement or the rejection (also published).
+
+        Every call is answered on `<prefix>/warble/results/<id>`: a known
+        `job_id` with the job's current state (rate-limited per id), anything
+        refused with a `rejected` answer and its reason.  `origin` says where
+        the submission came from when the intake knows it (`mqtt:<client id>`,
+        `http:<address>`), for the per-origin limits; `refusal` is a problem
+        the intake found already (the submission is rejected with it).
+        """
+        reply_topic, reply_refused = self._reply_target(reply_to)
+        submission = Submission(user=user, source=source, job_id=job_id, post_id=post_id, reply_to=reply_topic,
+                                correlation=correlation, origin=origin, reply_refused=reply_refused)
+        problem = _check_submission(user, source, job_id, origin, self.config.max_submission_length)
         if problem:
-            # Neither the client's id nor the oversized text goes anywhere: a new id, a short record.
-            return self._reject(str(user)[:MAX_NAME], source[:MAX_NAME], problem, None, None, reply_to, correlation)
-        existing = self.queue.find(job_id=job_id, post_id=post_id)
+            return self._reject(submission.without_identity(), problem, "invalid")
+        if refusal:
+            return self._reject(replace(submission, source=source[:MAX_NAME]), refusal, "invalid")
+        try:
+            existing = self.queue.find(job_id=job_id, post_id=post_id)
+        except STORAGE_ERRORS as exc:
+            return self._reject(submission, str(StorageFailed(exc)), "storage")
         if existing is not None:
-            return self._ack(existing)
+            return self._answer_again(existing, submission)
         try:
             source = program_of(source)
         except NoWarble as exc:
-            return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
+            return self._reject(submission, str(exc), "program")
+        submission = replace(submission, source=source)
         try:
             compile_program(source, limits=self.limits)
         except UnknownFunction as exc:
             if not exc.may_be_plugin_builtin:  # else the worker that runs it, with its plugins, judges
-                return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
+                return self._reject(submission, exc.info().to_dict(), "program")
         except WarbleError as exc:
-            return self._reject(user, source, exc.info().to_dict(), job_id, post_id, reply_to, correlation)
+            return self._reject(submission, exc.info().to_dict(), "program")
         try:
-            job, created = self.queue.submit(user, source, job_id=job_id, post_id=post_id, reply_topic=reply_to,
-                                             correlation=correlation)
+            job, created = self.queue.submit(user, source, job_id=job_id, post_id=post_id, reply_topic=reply_topic,
+                                             correlation=correlation, origin=origin)
         except QueueRefused as exc:
-            return self._reject(user, source, str(exc), job_id, post_id, reply_to, correlation)
-        if created:
-            self.stats["submitted"] += 1
-            self._wake.set()
-        ack = self._ack(job)
+            if isinstance(exc, StorageFailed):
+                self._log_limited("storage", "warble: could not queue a job: %s: %s",
+                                  storage_error_name(exc.error), exc.error)
+            return self._reject(submission, str(exc), exc.reason)
+        if not created:
+            return self._answer_again(job, submission)
+        self.stats["submitted"] += 1
+        self._wake.set()
+        ack = self._answer(job, submission)
         self._publish_result(job, ack)
         return ack
 
@@ -225,19 +428,49 @@ class WarbleServer:
         """A post from a feed: its `#pi{...}` program is queued once per post id."""
         return self.submit(user, text, post_id=post_id)
 
-    def _ack(self, job: Job) -> dict[str, Any]:
+    def _answer(self, job: Job, submission: Submission | None = None) -> dict[str, Any]:
+        """The job's current state as an answer: `queued`, `dispatched` or `running` (with its node), or its result."""
         if job.result is not None:
-            return {"id": job.id, "user": job.user, **job.result, "status": job.result.get("status", job.state)}
-        return {"id": job.id, "user": job.user, "status": "queued"}
+            answer = {"id": job.id, "user": job.user, **job.result, "status": job.result.get("status", job.state)}
+        elif job.state in ACTIVE_STATES:  # dispatched or running, on that node
+            answer = {"id": job.id, "user": job.user, "status": job.state, "node": job.node}
+        else:
+            answer = {"id": job.id, "user": job.user, "status": "queued"}
+        if submission is not None and submission.reply_refused:
+            answer["reply_refused"] = submission.reply_refused
+        return answer
 
-    def _reject(self, user, source, error, job_id, post_id, reply_to, correlation) -> dict[str, Any]:
+    def _answer_again(self, job: Job, submission: Submission) -> dict[str, Any]:
+        """A re-submission of a known job: its current state, published again for a client that
+        re-sent its id (it may have missed the first answer), at most once per interval per id."""
+        answer = self._answer(job, submission)
+        if submission.job_id is None or submission.job_id != job.id:
+            return answer  # a feed re-reading its timeline: nobody waits for an answer
+        if self._repeats.allow(job.id, time.monotonic()):
+            self.stats["repeat_answers"] += 1
+            self._publish_answer(job.id, answer, submission.reply_to, submission.correlation)
+        else:
+            self.stats["repeat_answers_held"] += 1
+        return answer
+
+    def _reject(self, submission: Submission, error: Any, reason: str) -> dict[str, Any]:
         if isinstance(error, str):
             error = {"message": error, "line": None, "column": None}
-        result = {"status": "rejected", "output": [], "error": error}
-        job = self.queue.record_rejected(user, source, result, job_id=job_id, post_id=post_id,
-                                         reply_topic=reply_to, correlation=correlation)
+        result = {"status": "rejected", "output": [], "error": {**error, "reason": reason}}
+        try:
+            job = self.queue.record_rejected(
+                submission.user, submission.source, result, job_id=submission.job_id, post_id=submission.post_id,
+                reply_topic=submission.reply_to, correlation=submission.correlation, origin=submission.origin)
+        except STORAGE_ERRORS as exc:  # the disk is full: answer anyway, keep no record
+            self._log_limited("storage", "warble: could not record a rejection: %s: %s",
+                              storage_error_name(exc), exc)
+            job = Job(id=submission.job_id or uuid.uuid4().hex[:16], user=submission.user, source=submission.source,
+                      state=REJECTED, result=result, reply_topic=submission.reply_to,
+                      correlation=submission.correlation)
         self.stats["rejected"] += 1
-        payload = {"id": job.id, "user": user, **result}
+        payload = {"id": job.id, "user": submission.user, **result}
+        if submission.reply_refused:
+            payload["reply_refused"] = submission.reply_refused
         self._publish_result(job, payload)
         return payload
 
@@ -277,22 +510,33 @@ class WarbleServer:
             loads.append(WorkerLoad(node_id, cpu, capacity, in_flight.get(node_id, 0)))
         return loads
 
+    def running_caps(self, workers: list[WorkerLoad]) -> tuple[int, int]:
+        """Jobs one user, and one origin, may have running at once (default: half the slots, at least 1)."""
+        half = max(1, sum(w.capacity for w in workers) // 2)
+        return self.config.max_running_per_user or half, self.config.max_running_per_origin or half
+
     def _dispatch(self) -> None:
         if not self.node.bus or not self.node.bus.connected:
             return
-        loads = {w.node: w for w in self._worker_loads()}
+        workers = self._worker_loads()
+        per_user, per_origin = self.running_caps(workers)
+        loads = {w.node: w for w in workers}
         while loads:
             worker = pick_worker(list(loads.values()), self.config.cpu_threshold)
             if worker is None:
                 return
-            job = self.queue.next_job()
+            job = self.queue.next_job(max_active_per_user=per_user, max_active_per_origin=per_origin)
             if job is None:
                 return
-            sent = self.node.publish(self.node.topics.command(worker, "warble"),
-                                     {"id": job.id, "user": job.user, "source": job.source}, qos=1)
-            if not sent:
+            attempt = self.queue.mark_dispatched(job.id, worker, self.lease)
+            if attempt is None:
                 return
-            self.queue.mark_dispatched(job.id, worker, self.lease)
+            sent = self.node.publish(self.node.topics.command(worker, "warble"),
+                                     {"id": job.id, "user": job.user, "source": job.source, "attempt": attempt},
+                                     qos=1)
+            if not sent:
+                self.queue.release(job.id, attempt)
+                return
             self.stats["dispatched"] += 1
             load = loads[worker]
             loads[worker] = WorkerLoad(worker, load.cpu_percent, load.capacity, load.in_flight + 1)
@@ -322,28 +566,38 @@ class WarbleServer:
         self._wake.set()
 
     def _after_requeue(self, job: Job) -> None:
+        """A job was taken from its worker: tell the worker (its attempt is void), then retry or give up."""
         self.stats["requeued"] += 1
+        if job.previous_node:
+            self.node.publish(self.node.topics.command(job.previous_node, "warble_revoke"),
+                              {"id": job.id, "attempt": job.attempts}, qos=1)
         if job.result is not None:  # gave up after max_attempts
             self.node.log.warning("job %s failed: %s", job.id, job.result["error"]["message"])
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
         else:
-            self.node.log.info("job %s re-queued (attempt %d done)", job.id, job.attempts)
+            self.node.log.info("job %s re-queued (attempt %d, on %s, revoked)", job.id, job.attempts,
+                               job.previous_node)
         self._wake.set()
 
     # ------------------------------------------------------------ results
 
     def _on_worker_reply(self, worker: str, reply: Any) -> None:
         if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
-            raise PayloadError(f"warble reply from {worker}: expected {{\"id\", \"state\", ...}}")
-        job_id, state = reply["id"], reply.get("state")
+            raise PayloadError(f"warble reply from {worker}: expected {{\"id\", \"attempt\", \"state\", ...}}")
+        job_id, state, attempt = reply["id"], reply.get("state"), reply.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise PayloadError(f"warble reply from {worker} for {job_id}: no \"attempt\" (the job message's)")
         if state == "running":
-            self.queue.mark_running(job_id, worker, self.lease)
+            if not self.queue.mark_running(job_id, worker, self.lease, attempt=attempt):
+                self.stats["stale_replies"] += 1
             return
         if state != "done" or not isinstance(reply.get("result"), dict):
             raise PayloadError(f"warble reply from {worker} for {job_id}: unknown state {state!r}")
         result = reply["result"]
-        if not self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker):
-            self.stats["duplicate_results"] += 1  # at-least-once delivery: stored once, announced once
+        if not self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker,
+                                   attempt=attempt):
+            # At-least-once delivery (a duplicate), or an attempt that lost the job: stored once, announced once.
+            self.stats["duplicate_results"] += 1
             return
         self.stats["results"] += 1
         job = self.queue.get(job_id)
@@ -354,14 +608,20 @@ class WarbleServer:
         self._wake.set()
 
     def _publish_result(self, job: Job, payload: dict[str, Any]) -> None:
-        self.node.publish(self.node.topic("warble", "results", job.id), payload, qos=1)
-        if job.reply_topic:
-            extra = {"correlation_data": job.correlation} if job.correlation is not None else {}
-            self.node.publish(job.reply_topic, payload, qos=1, **extra)
+        self._publish_answer(job.id, payload, job.reply_topic, job.correlation)
+
+    def _publish_answer(self, job_id: str, payload: dict[str, Any], reply_to: str | None,
+                        correlation: bytes | None) -> None:
+        self.node.publish(self.node.topic("warble", "results", job_id), payload, qos=1)
+        # Checked again: a job queued before `reply_topics` changed may name a topic no longer allowed.
+        if reply_to and topic_name_problem(reply_to) is None and self._reply_allowed(reply_to):
+            extra = {"correlation_data": correlation} if correlation is not None else {}
+            self.node.publish(reply_to, payload, qos=1, **extra)
 
     # ------------------------------------------------------------ SAVE / LOAD for the workers
 
     def _on_store_request(self, request: Any) -> None:
+        """Check a worker's SAVE/LOAD request and queue it for its user's turn."""
         if not isinstance(request, dict) or request.get("op") not in ("save", "load"):
             raise PayloadError("warble store request: expected {\"op\": \"save\"|\"load\", ...}")
         reply_to = str(request.get("reply_to") or "")
@@ -369,10 +629,76 @@ class WarbleServer:
         worker = levels[-3] if levels[-2:] == ["reply", "warble_store"] else None
         if worker is None or reply_to != self.node.topics.reply(worker, "warble_store"):
             raise PayloadError(f"warble store request: reply_to must be a worker's reply topic, got {reply_to!r}")
-        user = str(request.get("user"))
-        # Only a worker running a job of this user may read or write the user's values.
-        if not self.queue.running_for(worker, user):
-            raise PayloadError(f"warble store request from {worker}: no job of user {user!r} runs there")
+        self.stats["store_requests"] += 1
+        user = request.get("user")
+        if self._refuse_store_request(worker, reply_to, request):
+            return
+        if (self._store_requests.pending(user) >= MAX_STORE_PENDING_PER_USER
+                or len(self._store_requests) >= MAX_STORE_PENDING):
+            self.stats["store_busy"] += 1
+            self.node.publish(reply_to, {"correlation": request.get("correlation"),
+                                         "error": "the cluster's storage is busy; try again"}, qos=1)
+            return
+        self._store_requests.push(user, (worker, reply_to, request))
+        self._store_wake.set()
+
+    def _refuse_store_request(self, worker: str, reply_to: str, request: dict) -> bool:
+        """Answer and refuse (True) unless the request's job attempt holds its job on `worker`, for its user.
+
+        A stale attempt (the job was taken from this worker and handed out
+        again) is told so; anything else is also a forgery, logged.
+        """
+        job_id, attempt, user = request.get("job"), request.get("attempt"), request.get("user")
+        held = self.queue.holds(job_id, attempt, worker) if isinstance(job_id, str) else None
+        if held is not None and held.user == user:
+            return False
+        self.stats["store_refused"] += 1
+        job = self.queue.get(job_id) if isinstance(job_id, str) else None
+        stale = job is not None and job.user == user and isinstance(attempt, int) and 0 < attempt <= job.attempts
+        if stale:
+            message = (f"job {job_id}: this run (attempt {attempt}) no longer holds the job: "
+                       f"SAVE and LOAD are refused")
+        else:
+            message = "refused: no job of this user runs there with that attempt"
+        self.node.publish(reply_to, {"correlation": request.get("correlation"), "error": message,
+                                     "stale": stale}, qos=1)
+        if stale:
+            self.node.log.info("warble store request from %s: %s", worker, message)
+            return True
+        raise PayloadError(f"warble store request from {worker}: job {job_id!r} attempt {attempt!r} does not "
+                           f"hold a job of user {user!r} there")
+
+    async def _serve_store_forever(self) -> None:
+        """SAVE/LOAD requests, users in turn: one user's flood does not delay another user's request.
+
+        The store's work runs in a thread, one request at a time, so that the
+        event loop goes on reading requests meanwhile: a request that arrives
+        takes its user's turn among those waiting, instead of waiting behind
+        every request that reached the socket first.
+        """
+        while True:
+            await self._store_wake.wait()
+            self._store_wake.clear()
+            while (taken := self._store_requests.pop()) is not None:
+                user, (worker, reply_to, request) = taken
+                try:
+                    if self._store_request_refused(worker, reply_to, request):  # the job may be gone meanwhile
+                        continue
+                    answer = await asyncio.to_thread(self._store_operation, user, request)
+                except Exception as exc:  # one bad request must not stop the others
+                    self.node.log.error("warble store request from %s: %s: %s", worker, type(exc).__name__, exc)
+                    continue
+                self.node.publish(reply_to, answer, qos=1)
+
+    def _store_request_refused(self, worker: str, reply_to: str, request: dict) -> bool:
+        try:
+            return self._refuse_store_request(worker, reply_to, request)
+        except PayloadError as exc:
+            self.node.log.warning("%s", exc)
+            return True
+
+    def _store_operation(self, user: str, request: dict) -> dict[str, Any]:
+        """One SAVE or LOAD against the store (in a thread): the answer to publish."""
         answer: dict[str, Any] = {"correlation": request.get("correlation")}
         try:
             name = str(request["name"])
@@ -386,32 +712,41 @@ class WarbleServer:
                 self.store.set(user, name, decode_value(kind, text))
         except QuotaExceeded as exc:
             answer.update(error=exc.message, quota=True)
+        except STORAGE_ERRORS as exc:
+            answer["error"] = ("the cluster's storage is full" if disk_full(exc)
+                               else f"the cluster's storage failed ({storage_error_name(exc)})")
+            self.node.log.warning("warble store: %s: %s", storage_error_name(exc), exc)
         except (KeyError, TypeError, ValueError, ArithmeticError, WarbleError) as exc:
             answer["error"] = f"bad store request: {exc}"
-        self.node.publish(reply_to, answer, qos=1)
+        return answer
 
     def _on_history_request(self, message: Message) -> None:
         request = message.json()
         if not isinstance(request, dict) or not isinstance(request.get("user"), str):
             raise PayloadError(f"{message.topic}: expected {{\"user\": str, \"reply_to\": topic}}")
-        reply_to = self._reply_topic(message.response_topic or request.get("reply_to"))
+        reply_to, refused = self._reply_target(message.response_topic or request.get("reply_to"))
         if not reply_to:
-            raise PayloadError(f"{message.topic}: no usable response topic or reply_to")
+            raise PayloadError(f"{message.topic}: {refused or 'no response topic or reply_to'}")
         extra = {"correlation_data": message.correlation_data} if message.correlation_data else {}
-        self.node.publish(str(reply_to), {"user": request["user"], "jobs": self.history(request["user"])},
+        self.node.publish(reply_to, {"user": request["user"], "jobs": self.history(request["user"])},
                           qos=1, **extra)
 
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_NAME = 64  # characters of a user name (and of what a rejection keeps of an oversized post)
+MAX_ORIGIN = 160  # characters of an origin ("mqtt:" + a client id, "http:" + an address)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _check_submission(user: Any, source: Any, job_id: str | None, max_length: int) -> str | None:
+def _check_submission(user: Any, source: Any, job_id: str | None, origin: str | None, max_length: int) -> str | None:
     """What is wrong with a submission's envelope, before any parsing; None if nothing."""
     if job_id is not None and not ID_PATTERN.fullmatch(job_id):
         return "an id is 1-64 letters, digits, '_', '-' or '.'"
     if not isinstance(user, str) or not 0 < len(user) <= MAX_NAME or any(c in user for c in "+#/\0"):
         return f"a user name is 1-{MAX_NAME} characters without '/', '+', '#'"
+    if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN or _CONTROL.search(origin)
+                               or origin.endswith(":")):
+        return "a client_id is 1-128 characters without control characters"
     if len(source) > max_length:
         return f"the submission is {len(source)} characters long; at most {max_length} are read"
     return None

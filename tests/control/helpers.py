@@ -25,7 +25,7 @@ def free_udp_port() -> int:
 def announce_section(udp_port: int, **extra) -> dict:
     """Loopback only: tests never broadcast on the LAN nor use mDNS outside 127.0.0.1."""
     return {"port": udp_port, "interval": 0.3, "targets": ["127.255.255.255"], "broker_host": "127.0.0.1",
-            "cluster": "testcluster", "mdns": False, "secret": SECRET, **extra}
+            "cluster": "testcluster", "mdns": False, "secret": SECRET, "query_port": 0, **extra}
 
 
 def discovery_section(udp_port: int, **extra) -> dict:

@@ -144,6 +144,29 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them(endpoint):
     assert sorted(endpoint.delivered_ids()) == list(range(16, 26))  # the newest ten, once each
 
 
+def test_the_buffer_is_bounded_in_bytes_too():
+    """Big readings fill the buffer by their size long before its count: the oldest go, and one too big never fits."""
+    async def scenario():
+        forwarder = RestForwarder(endpoint.url, interval=0.05, batch_size=5, buffer_limit=1000, buffer_bytes=10_000)
+        for i in range(30):
+            forwarder.submit({"node": "n", "time": float(i), "readings": {}}, size=1000)
+        held_while_full = (forwarder.buffered, forwarder.buffered_bytes, forwarder.dropped)
+        forwarder.submit({"node": "n", "time": 99.0, "readings": {}}, size=10_001)  # can never fit
+        forwarder.submit({"node": "n", "time": 100.0, "readings": {"x": "y" * 3000}})  # its JSON size counted
+        sent = await forwarder.cycle()
+        return forwarder, held_while_full, sent
+
+    endpoint = Endpoint()
+    try:
+        forwarder, held_while_full, sent = asyncio.run(scenario())
+    finally:
+        endpoint.close()
+    assert held_while_full == (10, 10_000, 20)
+    assert sent == (0.05, "sent") and forwarder.buffered == 0 and forwarder.buffered_bytes == 0
+    assert forwarder.dropped == 20 + 1 + 4  # the 10,001 bytes one; then four 1000-byte ones made room for ~3000
+    assert sorted(endpoint.delivered_ids()) == list(range(25, 32))  # the one that never fitted got no id
+
+
 def test_a_network_error_is_a_failure_too():
     async def scenario():
         forwarder = RestForwarder("http://127.0.0.1:9/unreachable", interval=0.05, max_backoff=1, timeout=1)

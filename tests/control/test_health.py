@@ -1,4 +1,5 @@
-"""Health: frozen workers become unhealthy and recover, killed ones go offline, lost servers are survived."""
+"""Health: frozen workers become unhealthy and recover, killed ones go offline, lost servers are survived,
+and the loops that watch them survive crashes."""
 
 from __future__ import annotations
 
@@ -195,3 +196,116 @@ def test_a_flood_of_spread_pings_does_not_pile_up_waiting_answers(broker, observ
     waiting, answered, after_shutdown = asyncio.run(scenario())
     assert waiting <= MAX_DELAYED and after_shutdown == 0
     assert any(a["delay"] == 0 for a in answered)       # over the cap: answered at once
+
+
+# ---------------------------------------------------------------- long-running tasks survive
+
+def test_the_health_task_survives_poison_and_a_crash_and_still_finds_a_frozen_node(broker, observer, tmp_path):
+    """The attacks of issue 10 (a node id `a+b`, `cpu_count: "many"` with a forged answer), then a crash of the
+    health loop itself: the loop is restarted, counted in telemetry, and a frozen node still becomes unhealthy."""
+    async def scenario():
+        server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
+            "ping": {}, "telemetry": {"interval": 0.2},
+            "registry": registry_section(tmp_path, ping_interval=PING_INTERVAL, missed_pings=MISSED)})
+        worker = daemon("frozen", broker.url, tmp_path / "frozen", plugins={"ping": {}})
+        await server.start()
+        await worker.start()
+        registry = server.plugin("registry")
+        state = lambda node_id: (registry.record(node_id) or {}).get("state")  # noqa: E731
+        try:
+            await wait_until(lambda: state("frozen") == "online", what="frozen online")
+            pong = "picluster/registry/pong/server"
+            poison = [(pong, {"node": "a+b", "seq": registry.seq}),
+                      ("picluster/nodes/evil/info", {"id": "evil", "cpu_count": "many", "capabilities": ["warble"]}),
+                      (pong, {"node": "evil", "seq": registry.seq}),
+                      (pong, {"node": "frozen", "seq": 10 ** 12})]
+            for topic, payload in poison:
+                await asyncio.to_thread(observer.publish, topic, json.dumps(payload))
+            # and an unexpected exception in the loop itself
+            count_misses, crashed = registry._count_misses, []
+
+            def crash_once(seq):
+                if not crashed:
+                    crashed.append(seq)
+                    raise RuntimeError("injected crash")
+                count_misses(seq)
+            registry._count_misses = crash_once
+            await wait_until(lambda: crashed, what="the health loop crashed")
+            worker.plugin("ping")._answer = lambda *args: None   # frozen: connected, but answers no ping
+            await wait_until(lambda: state("frozen") == "unhealthy", timeout=DEADLINE + 10, what="frozen unhealthy")
+            restarts = server.collect_telemetry().get("task_restarts")
+            evil = registry.node_record("evil")
+            return restarts, evil, "a+b" in registry.records
+        finally:
+            await worker.shutdown()
+            await server.shutdown()
+
+    restarts, evil, a_plus_b = asyncio.run(scenario())
+    assert restarts == {"registry:health": 1}
+    assert not a_plus_b
+    assert evil is None or (evil.cpu_count is None and evil.capabilities == [])
+
+
+def crash_first_run(loop_method):
+    """A loop method whose first run raises at once; later runs are the real loop."""
+    runs = []
+
+    async def first_run_crashes(self):
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("injected crash")
+        await loop_method(self)
+    return first_run_crashes
+
+
+@pytest.mark.parametrize("task", ["registry:flush", "registry:refresh", "telemetry"])
+def test_every_loop_of_the_server_restarts_after_a_crash(broker, observer, tmp_path, monkeypatch, task):
+    from pidaemon_plugins.registry import RegistryPlugin
+    from pidaemon_plugins.telemetry import TelemetryPlugin
+
+    owner, method = {"registry:flush": (RegistryPlugin, "_flush_loop"),
+                     "registry:refresh": (RegistryPlugin, "_refresh_loop"),
+                     "telemetry": (TelemetryPlugin, "_publish_forever")}[task]
+    monkeypatch.setattr(owner, method, crash_first_run(getattr(owner, method)))
+
+    async def scenario():
+        server = daemon("server", broker.url, tmp_path / "server", role="server", plugins={
+            "ping": {}, "telemetry": {"interval": 0.2}, "registry": registry_section(tmp_path)})
+        await server.start()
+        registry = server.plugin("registry")
+        try:
+            await wait_until(lambda: server.task_restarts.get(task) == 1, what=f"{task} restarted")
+            # From here on nothing changes state or info: only the refresh loop publishes the registry.
+            await wait_until(lambda: registry._publish_handle is None, what="no publication pending")
+            mark = len(observer.messages)
+            if task == "registry:flush":   # the loop writes a change again
+                registry._dirty_db.add("server")
+                await wait_until(lambda: registry._db.execute("SELECT count(*) FROM nodes").fetchone()[0] == 1,
+                                 what="a record written")
+            elif task == "registry:refresh":   # the loop publishes telemetry summaries again
+                await asyncio.to_thread(observer.wait_for, "picluster/registry", None, 10, mark)
+            else:   # the loop publishes samples again
+                await asyncio.to_thread(observer.wait_for, "picluster/nodes/server/telemetry", None, 10, mark)
+            return server.collect_telemetry()["task_restarts"]
+        finally:
+            await server.shutdown()
+
+    assert asyncio.run(scenario()) == {task: 1}
+
+
+def test_a_ping_echoes_only_a_number_as_its_seq(broker, observer, tmp_path):
+    async def scenario():
+        node = daemon("n1", broker.url, tmp_path / "n1", plugins={"ping": {}})
+        await node.start()
+        await asyncio.to_thread(observer.wait_for, "picluster/nodes/n1/status", "online")
+        try:
+            for seq in ("x" * 10000, [1], {"a": 1}, 1.5, True, -1, 2 ** 64):
+                await asyncio.to_thread(observer.publish, "picluster/nodes/n1/cmd/ping", json.dumps({"seq": seq}))
+            await asyncio.to_thread(observer.publish, "picluster/nodes/n1/cmd/ping", json.dumps({"seq": 7}))
+            await asyncio.to_thread(observer.wait_for, "picluster/nodes/n1/reply/ping")
+            replies = [m for m in observer.messages if m.topic == "picluster/nodes/n1/reply/ping"]
+            return [json.loads(m.payload)["seq"] for m in replies]
+        finally:
+            await node.shutdown()
+
+    assert asyncio.run(scenario()) == [7]   # the pings before, in order on one connection, were refused

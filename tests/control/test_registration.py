@@ -7,12 +7,17 @@ import json
 import signal
 
 from pidaemon import nodeinfo
-from tests.control.helpers import (announce_section, config_mapping, daemon, discovery_section, free_udp_port,
+from tests.control.helpers import (SECRET, announce_section, config_mapping, daemon, discovery_section, free_udp_port,
                                    registry_nodes, registry_section, wait_until)
 from tests.support.nodes import start_node_process, write_config
 
 
 def worker_processes(tmp_path, udp_port, count, **discovery):
+    """Worker processes configured like config/worker.yaml: the cluster's secret in a file of mode 600."""
+    secret_file = tmp_path / "cluster-secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    discovery = {"secret": None, "secret_file": str(secret_file), **discovery}
     processes = []
     for i in range(1, count + 1):
         node_id = f"w{i}"

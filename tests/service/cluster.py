@@ -41,10 +41,16 @@ class InProcessCluster:
         plugins = {**server_plugins(tmp_path, **warble), **(more_plugins or {})}
         if http_listen:
             plugins["warble_http"] = {"listen": http_listen}
-        self.server = make_daemon("server", broker_url, role="server", plugins=plugins, session_expiry=600)
-        self.server.config["node"]["state_dir"] = str(tmp_path)
+        self.broker_url, self.tmp_path, self.server_plugins = broker_url, tmp_path, plugins
+        self.server = self.new_server()
         self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots, worker_options))
                         for i in range(1, workers + 1)]
+
+    def new_server(self):
+        """A server daemon as this cluster's (same id, state and settings): to stand in for one that stopped."""
+        server = make_daemon("server", self.broker_url, role="server", plugins=self.server_plugins, session_expiry=600)
+        server.config["node"]["state_dir"] = str(self.tmp_path)
+        return server
 
     @property
     def service(self):

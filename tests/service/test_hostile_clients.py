@@ -39,8 +39,8 @@ def test_store_and_result_topics_refuse_strangers(broker, observer, tmp_path, ca
             await asyncio.to_thread(observer.publish, "picluster/warble/store", json.dumps({
                 "op": "load", "user": "alice", "name": "secret", "correlation": "x",
                 "reply_to": "picluster/nodes/worker-1/reply/warble_store"}))
-            # (Refused while no job of alice runs on worker-1: see docs/protocol.md on ACLs for the rest.)
-            await wait_until(lambda: any("no job of user 'alice' runs there" in r.getMessage()
+            # (Refused: no job attempt of alice holds a job there; see docs/protocol.md on ACLs for the rest.)
+            await wait_until(lambda: any("does not hold a job of user 'alice' there" in r.getMessage()
                                          for r in caplog.records), what="store request refused")
             # ... and forges a result for a job that is still waiting (no worker takes it: all are busy).
             busy = [service.submit("zed", "SLEEP(2)") for _ in range(4)]
@@ -57,7 +57,7 @@ def test_store_and_result_topics_refuse_strangers(broker, observer, tmp_path, ca
     waiting, board, reads = asyncio.run(scenario())
     assert not [m for m in observer.messages if m.topic == "picluster/nodes/worker-1/reply/warble_store"
                 and b"s3cret" in m.payload]
-    assert any("no job of user 'alice' runs there" in r.getMessage() for r in caplog.records)
+    assert any("does not hold a job of user 'alice' there" in r.getMessage() for r in caplog.records)
     assert waiting["result"]["output"] == ["1"]  # the real result, not the forged one
     assert board["pi_digits"] == []
     assert reads["result"]["status"] == "error" and "too many reads" in reads["result"]["error"]["message"]

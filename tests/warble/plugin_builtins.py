@@ -63,3 +63,14 @@ PID = Builtin("PID", 0, 0, "PID(): the sandbox's process id. PRINT(PID())", perf
 CPU_LEFT = Builtin("CPU_LEFT", 0, 0, "CPU_LEFT(): CPU seconds left. PRINT(CPU_LEFT())", perform=cpu_seconds_left)
 MEMORY_LEFT = Builtin("MEMORY_LEFT", 0, 0, "MEMORY_LEFT(): MB of memory left. PRINT(MEMORY_LEFT())",
                       perform=memory_mb_left)
+
+
+def mpmath_backend(args):
+    """mpmath's backend in this process ("gmpy" or "python"), or "not loaded"; imports nothing."""
+    import sys
+    mpmath = sys.modules.get("mpmath")
+    return "not loaded" if mpmath is None else mpmath.libmp.BACKEND
+
+
+MPMATH_BACKEND = Builtin("MPMATH_BACKEND", 0, 0, "MPMATH_BACKEND(): mpmath's backend. PRINT(MPMATH_BACKEND())",
+                         perform=mpmath_backend)

@@ -49,8 +49,25 @@ def test_an_unknown_function_is_its_own_error_type(src, name, message, maybe):
 
 
 def test_a_lower_case_name_that_is_no_built_in_is_not_an_unknown_function():
+    error = compile_error("bar(1)")
+    assert error.message == "bar is not a function" and not isinstance(error, UnknownFunction)
     error = compile_error("foo(1)")
-    assert error.message == "foo is not a function" and not isinstance(error, UnknownFunction)
+    assert error.message == "foo is not a function; did you mean FLOOR?" and not isinstance(error, UnknownFunction)
+
+
+@pytest.mark.parametrize("src, builtins, name, message, maybe", [
+    ("DOUBEL(2)", [DOUBLE], "DOUBEL", "unknown function DOUBEL; did you mean DOUBLE?", True),
+    ("DOUBEL(2)", [], "DOUBEL", "unknown function DOUBEL", True),
+    ("x=GRET(1)", [DOUBLE, GREET], "GRET", "unknown function GRET; did you mean GREET?", True),
+    ("double(2)", [DOUBLE], "double", "unknown function double: built-in names are upper case (DOUBLE)", False),
+    ("PRNT(2)", [DOUBLE], "PRNT", "unknown function PRNT; did you mean PRINT?", True),
+])
+def test_did_you_mean_knows_the_builtins_given(src, builtins, name, message, maybe):
+    """The hint is drawn from the built-ins this compile has (a plugin's included); the error stays an
+    UnknownFunction with the name as written, for the service to let a possible plugin built-in through."""
+    error = compile_error(src, builtins=builtins)
+    assert isinstance(error, UnknownFunction)
+    assert (error.message, error.name, error.may_be_plugin_builtin) == (message, name, maybe)
 
 
 @pytest.mark.parametrize("name", ["PRINT", "SAVE", "SQRT", "SETPRECISION", "IF", "WHILE"])

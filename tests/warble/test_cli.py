@@ -132,3 +132,23 @@ def test_repl_reports_an_unfinished_program_at_the_end():
     r = cli("warble", "repl", stdin="PRINT(1\n")
     assert r.lines[1:] == ["error: line 1, column 8: missing ) to close the ( at line 1, column 6; "
                            "found the end of the program", "  PRINT(1", "         ^"]
+
+
+def test_check_run_and_repl_say_did_you_mean():
+    r = cli("warble", "check", "PRNT(1)")
+    assert r.code == 1
+    assert r.stderr.splitlines() == ["error: line 1, column 1: unknown function PRNT; did you mean PRINT?",
+                                     "  PRNT(1)", "  ^"]
+    r = cli("warble", "check", "x=1;for(i=0;i<3;i++){}")
+    assert r.stderr.splitlines()[0] == "error: line 1, column 5: for is not a function: keywords are upper case (FOR)"
+    r = cli("warble", "run", "total=1;PRINT(totl)")            # through the runner
+    assert r.code == 1
+    assert r.stderr.splitlines()[0] == "error: line 1, column 15: variable totl is not set; did you mean total?"
+    r = cli("warble", "run", "--in-process", "Sqrt(2)")
+    assert r.stderr.splitlines()[0] == ("error: line 1, column 1: unknown function Sqrt: "
+                                        "built-in names are upper case (SQRT)")
+    # the REPL suggests variables of earlier lines too
+    r = cli("warble", "repl", stdin="total=5\nPRINT(totl)\nPRNT(1)\n")
+    assert r.lines[1:] == ["error: line 1, column 7: variable totl is not set; did you mean total?", "  PRINT(totl)",
+                           "        ^",
+                           "error: line 1, column 1: unknown function PRNT; did you mean PRINT?", "  PRNT(1)", "  ^"]

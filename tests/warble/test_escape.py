@@ -35,7 +35,7 @@ def test_python_names_cannot_be_read(name):
 @pytest.mark.parametrize("src", ['__import__("os")', 'eval("1")', 'exec("x")', 'open("/etc/passwd")',
                                  'getattr(1,"x")', '_add(1,2)', '_b_PRINT(1)', 'v_x(1)'])
 def test_python_callables_are_not_functions(src):
-    assert compile_error(src).message.endswith("is not a function")
+    assert f"{src.split('(')[0]} is not a function" in compile_error(src).message
 
 
 @pytest.mark.parametrize("src", ['EVAL("1")', 'IMPORT("os")', 'SYSTEM("ls")', 'OPEN("x")', '__IMPORT__("os")'])

@@ -137,7 +137,8 @@ def test_steps_are_exact():
     ("x=1+*2", "expected a value, found '*'", 1, 5),
     ("x 1", "expected =, +=, -=, *=, /=, %=, ++ or -- after x, found the number 1", 1, 3),
     ("1+2", "expected a statement, found the number 1", 1, 1),
-    ("FOO(1)", "unknown function FOO", 1, 1),
+    ("FOO(1)", "unknown function FOO; did you mean FLOOR?", 1, 1),
+    ("NOPE(1)", "unknown function NOPE", 1, 1),
     ("print(1)", "unknown function print: built-in names are upper case (PRINT)", 1, 1),
     ("x(1)", "x is not a function", 1, 1),
     ("PRINT=1", "PRINT is a built-in function, not a variable", 1, 1),
@@ -190,6 +191,41 @@ def test_syntax_errors(src, message, line, column):
 def test_runtime_errors(src, message, line, column):
     err = run_error(src)
     assert (err.message, err.line, err.column) == (message, line, column)
+
+
+# ---- did you mean ----------------------------------------------------------------
+
+@pytest.mark.parametrize("src, message, column", [
+    ("PRNT(1)", "unknown function PRNT; did you mean PRINT?", 1),
+    ("x=SQRTT(2)", "unknown function SQRTT; did you mean SQRT?", 3),
+    ("x=Sqrt(2)", "unknown function Sqrt: built-in names are upper case (SQRT)", 3),
+    ("prnt(1)", "prnt is not a function; did you mean PRINT?", 1),
+    ("x=1;for(i=0;i<3;i++){}", "for is not a function: keywords are upper case (FOR)", 5),
+    ("while(1){}", "while is not a function: keywords are upper case (WHILE)", 1),
+    ("WHLE(1){}", "unknown function WHLE; did you mean WHILE?", 1),
+    ("IF(1){}ELSIF(0){}", "unknown function ELSIF; did you mean ELSEIF?", 8),
+    ("SETPRECISON(50)", "unknown function SETPRECISON; did you mean SETPRECISION?", 1),
+    ("IF(1){}else{}", "expected =, +=, -=, *=, /=, %=, ++ or -- after else, found '{': "
+                      "keywords are upper case (ELSE)", 12),
+    ("FOR(;;){BRAEK}", "expected =, +=, -=, *=, /=, %=, ++ or -- after BRAEK, found '}'; did you mean BREAK?", 14),
+])
+def test_an_unknown_name_gets_the_closest_known_one(src, message, column):
+    err = compile_error(src)
+    assert (err.message, err.line, err.column) == (message, 1, column)
+
+
+@pytest.mark.parametrize("src, message, column", [
+    ("total=0;FOR(i=0;i<3;i++){totl+=i};PRINT(total)", "variable totl is not set; did you mean total?", 26),
+    ("value=1;PRINT(valeu)", "variable valeu is not set; did you mean value?", 15),
+    ("x=1;PRINT(X)", "variable X is not set; did you mean x?", 11),
+    # a variable that is given a value somewhere is not a misspelling, just not set yet
+    ("IF(0){count=1};counts=2;PRINT(count)", "variable count is not set", 31),
+    # nothing close: no guess
+    ("x=1;y=2;PRINT(z)", "variable z is not set", 15),
+])
+def test_a_misspelled_variable_gets_the_closest_variable(src, message, column):
+    err = run_error(src)
+    assert (err.message, err.line, err.column) == (message, 1, column)
 
 
 def test_output_before_an_error_is_kept():

@@ -17,6 +17,14 @@ def test_print_one(runner):
     assert result.elapsed > 0
 
 
+def test_did_you_mean_in_the_sandbox(runner):
+    """The worker compiles in the child with its plugins' built-ins: what the service's clients see."""
+    assert runner.run("PRNT(1)").error.message == "unknown function PRNT; did you mean PRINT?"
+    assert runner.run("DOUBEL(2)", builtins=[DOUBLE]).error.message == "unknown function DOUBEL; did you mean DOUBLE?"
+    assert runner.run("n=1;PRINT(m+nn)").error.message == "variable m is not set"
+    assert runner.run("count=1;PRINT(cont)").error.message == "variable cont is not set; did you mean count?"
+
+
 def test_result_matches_in_process(runner):
     src = 'FOR(i=0;i<5;i++){PRINT(i, i^2, "x"+i)};SETPRECISION(30);PRINT(1/7);x=1/0'
     here = compile_program(src).run()

@@ -1,0 +1,40 @@
+"""The `pidaemon` command line itself: shell completion, and starting quickly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_shell_code(shell):
+    result = subprocess.run([sys.executable, "-m", "pidaemon", "completion", shell],
+                            capture_output=True, text=True, check=True)
+    assert "pidaemon" in result.stdout and "_ARGCOMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("pidaemon sta", {"status"}),
+    ("pidaemon config ", {"check", "show"}),
+    ("pidaemon sim --wor", {"--workers"}),
+])
+def test_the_shell_gets_completions_for_commands_and_options(tmp_path, line, expected):
+    answer = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}
+    subprocess.run([sys.executable, "-m", "pidaemon"], env=env, capture_output=True, timeout=30)
+    offered = {word.strip() for word in answer.read_text().split("\n") if word.strip()}
+    assert expected <= offered, offered
+
+
+def test_help_does_not_import_the_daemon_the_bus_or_yaml():
+    """`pidaemon --help` cost ten times a bare `python -c pass`: it imported everything (figures in the README)."""
+    code = ("import sys, runpy; sys.argv = ['pidaemon', '--help']\n"
+            "try:\n    runpy.run_module('pidaemon', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m in ('pidaemon.daemon', 'pidaemon.bus', 'yaml', 'pluggy', "
+            "'paho.mqtt.client', 'asyncio')), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "[]"
