@@ -251,7 +251,7 @@ def take_sample_readings(work: Path) -> dict:
     class Node:
         state_dir = work
 
-    system = SystemReadings(Node(), SystemReadings.config_schema.default_value())
+    system = SystemReadings(Node(), SystemReadings.config_schema.defaults())
     time.sleep(0.5)
     return system.readings()
 

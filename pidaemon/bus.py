@@ -72,6 +72,9 @@ class Message:
         except json.JSONDecodeError as exc:
             raise PayloadError(f"{self.topic}: payload is not JSON: {exc.msg} at line {exc.lineno} "
                                f"column {exc.colno}") from None
+        except (ValueError, RecursionError) as exc:  # nested too deep, or an integer of too many digits
+            raise PayloadError(f"{self.topic}: payload is JSON this node will not read: "
+                               f"{type(exc).__name__}: {str(exc)[:80]}") from None
 
     def user_property(self, name: str) -> str | None:
         for key, value in self.user_properties:
@@ -225,6 +228,10 @@ class Bus:
             raise ValueError("cannot switch between mqtt:// and mqtts:// while running")
         self.settings.broker, self._retarget_pending = broker, True
         if self._connected:
+            # Leaving on purpose is a clean disconnect, which does not fire the last will: say
+            # `offline` on the broker left behind, or its retained status would say `online` for good.
+            if self.settings.will_topic:
+                self.client.publish(self.settings.will_topic, self.settings.will_payload, 1, True)
             self.client.disconnect()
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:

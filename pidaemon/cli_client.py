@@ -176,9 +176,9 @@ class CliClient:
             return
         version = "MQTT 5" if self.settings.protocol == "5" else "MQTT 3.1.1"
         if reason.value == UNSUPPORTED_PROTOCOL_VERSION:
-            other = "3.1.1" if self.settings.protocol == "5" else "5"
-            raise ProtocolRefused(f"the broker {broker} refused {version} ({reason}): it does not speak that version "
-                                  f"(the embedded amqtt broker speaks 3.1.1 only); use --protocol {other}", reason)
+            instead = "3.1.1 (the embedded amqtt broker speaks 3.1.1 only)" if self.settings.protocol == "5" else "5"
+            raise ProtocolRefused(f"the broker {broker} refused {version} ({reason}): it does not speak that version; "
+                                  f"use --protocol {instead}", reason)
         hint = " (give --username and --password-file)" if reason.value in NOT_AUTHORIZED else ""
         raise BrokerRefused(f"the broker {broker} refused the connection: {reason}{hint}", reason)
 

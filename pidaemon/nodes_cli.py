@@ -26,7 +26,6 @@ import sys
 import time
 from typing import Any
 
-from .bus import Message, Subscription
 from .cli_client import (BrokerError, CliClient, PublishRefused, UsageError, add_connection_arguments,
                          settings_from_args)
 from .names import NAME_DOC, TOPIC_PREFIX_DOC, is_name, is_topic_prefix
@@ -74,6 +73,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     command_topic = topics.join(args.registry_topic, "forget")
     reply_topic = topics.join("replies", client_id)
+    from .bus import Subscription
+
     client = CliClient(settings)
     interrupted = False
     try:
@@ -110,6 +111,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def _answer(client: CliClient, reply_topic: str, deadline: float) -> dict[str, Any] | None:
     """The server's answer, or None when none came before `deadline`."""
+    from .bus import Message
+
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

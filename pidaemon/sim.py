@@ -9,7 +9,9 @@ to the given broker (mosquitto in production-like trials).
 
 The nodes keep their state (registry, queue) under the user's state directory
 (`$XDG_STATE_HOME/pidaemon/sim`, by default `~/.local/state/pidaemon/sim`),
-never in the working directory; `fresh=True` starts from nothing.
+never in the working directory; `fresh=True` starts from nothing.  A plugin
+that signs what it sends (announce, discovery) runs with `insecure: true`
+unless the user's file sets its secret: a desk cluster has no secret to share.
 """
 
 from __future__ import annotations
@@ -94,6 +96,17 @@ class SimulatedCluster:
                                             "or choose another port with --listen HOST:PORT")
         self.nodes = [self.server, *self.workers, *self.devices]
 
+    def _plugin_sections(self, role: str) -> dict[str, Any]:
+        """The role's plugins; one that can sign (announce, discovery) is told it may not, on a desk,
+        unless the user's file configures its signing."""
+        sections = {name: dict(section or {}) for name, section in (self.roles[role].get("plugins") or {}).items()}
+        for name, section in sections.items():
+            if name in self.catalog.entry_points and section.get("enabled", True) is not False \
+                    and "insecure" in self.catalog.schema(name).fields \
+                    and not {"secret", "secret_file", "insecure"} & set(section):
+                section["insecure"] = True
+        return sections
+
     def _daemon(self, index: int, node_id: str, role: str) -> Daemon:
         hosts_broker = role == SERVER_ROLE and self.broker is None
         config: dict[str, Any] = {
@@ -101,7 +114,7 @@ class SimulatedCluster:
             "mqtt": {"broker": None if hosts_broker else self.worker_broker.url, "prefix": self.prefix,
                      "protocol": "5" if self.broker else "3.1.1", "keepalive": 30,
                      "reconnect": {"min_delay": 0.2, "max_delay": 5}},
-            "plugins": dict(self.roles[role].get("plugins") or {}),
+            "plugins": self._plugin_sections(role),
         }
         if hosts_broker:
             config["broker"] = {"embedded": True, "listen": self.listen}

@@ -68,7 +68,9 @@ SORT_KEYS: dict[str, tuple[Callable[[dict], Any], bool]] = {
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser("status", help="print the cluster's nodes, their state and readings")
+    parser = subparsers.add_parser(
+        "status", help="print the cluster's nodes, their state and readings",
+        epilog="exit status: 0 ok (also when Ctrl-C ends --watch), 1 the broker cannot be used, 2 usage")
     add_connection_arguments(parser)
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period of --watch")
@@ -101,12 +103,13 @@ class ServerState:
     status: str | None        # that server's own status topic: online, offline, or None (nothing retained)
     updated: float | None     # the registry's "time"
     stale_after: float
+    stopped: float | None = None  # the registry's "stopped": when its server stopped cleanly
 
     def age(self, now: float) -> float | None:
         return None if self.updated is None else max(0.0, now - self.updated)
 
     def offline(self) -> bool:
-        return self.status == "offline"
+        return self.status == "offline" or self.stopped is not None
 
     def is_current(self, now: float) -> bool:
         age = self.age(now)
@@ -118,12 +121,19 @@ class ServerState:
             return None
         when = f"{ago(self.updated, now)}, at {_clock(self.updated, now)}" if self.updated is not None \
             else "at an unknown time"
+        if self.stopped is not None:
+            return f"server {self.server} stopped {ago(self.stopped, now)}, at {_clock(self.stopped, now)} " \
+                   f"(its registry's last update says so)."
         if self.offline():
             return f"server {self.server} is offline (its status topic says so); last heard from {when} " \
                    f"(its registry's last update)."
-        status = "online" if self.status == "online" else "nothing (no retained status)"
-        return f"server {self.server} is not updating its registry: last update {when}, more than " \
-               f"{self.stale_after:g} s ago, although its status topic says {status}."
+        if self.status == "online":
+            return f"server {self.server} is not updating its registry: last update {when}, more than " \
+                   f"{self.stale_after:g} s ago, although its status topic says online (or the clocks of this " \
+                   f"machine and the server disagree)."
+        # No status to read: none retained, or a broker ACL hides nodes/ from this client.
+        return f"server {self.server} seems offline: it has not updated its registry for more than " \
+               f"{self.stale_after:g} s (last update {when}), and its status topic cannot be read here."
 
 
 def server_state(registry: dict[str, Any] | None, statuses: dict[str, str],
@@ -132,7 +142,8 @@ def server_state(registry: dict[str, Any] | None, statuses: dict[str, str],
     registry = registry or {}
     server = registry.get("server") if isinstance(registry.get("server"), str) else None
     updated = registry.get("time") if isinstance(registry.get("time"), (int, float)) else None
-    return ServerState(server, statuses.get(server) if server else None, updated, stale_after)
+    stopped = registry.get("stopped") if isinstance(registry.get("stopped"), (int, float)) else None
+    return ServerState(server, statuses.get(server) if server else None, updated, stale_after, stopped)
 
 
 class ClusterView:
@@ -396,6 +407,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(text, flush=True)
             if not args.watch:
                 return EXIT_OK
+            if not client.connected:
+                print(f"lost the connection to the broker {settings.broker}; reconnecting (the table may be old)",
+                      file=sys.stderr, flush=True)
             deadline = time.monotonic() + args.interval
             while (event := client.next_event(deadline - time.monotonic())) is not None:
                 _take(view, [event])

@@ -20,6 +20,12 @@ In order:
   the history tells the job's state when an acknowledgement was lost;
 - give up within `NO_SERVER_GRACE` seconds when no server is running (no
   registry, or its server offline or silent), else at `--timeout`.
+
+Progress goes to standard error, the program's output to standard output.
+Exit status: 0 the program ran fine (or, without --wait, was queued); 1 it
+failed or was rejected; 2 a usage error; 3 no answer or no result in time, or
+no server; 4 the broker cannot be used (unreachable, silent, refused the
+connection or the MQTT version); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -55,7 +61,10 @@ def _job_id(text: str) -> str:
 
 
 def add_commands(subparsers) -> None:
-    submit = subparsers.add_parser("submit", help="submit a Warble program to the cluster")
+    submit = subparsers.add_parser(
+        "submit", help="submit a Warble program to the cluster",
+        epilog="exit status: 0 ok (without --wait: queued), 1 the program failed or was rejected, 2 usage, "
+               "3 no answer or no result in time, or no server, 4 the broker cannot be used, 130 interrupted")
     submit.add_argument("source", help="the program, e.g. 'PRINT(1)' or '#pi{PRINT(1)}'")
     submit.add_argument("--user", default="anonymous")
     submit.add_argument("--wait", action="store_true", help="wait for the result and print its output")
@@ -354,7 +363,8 @@ def _answer_of(job: dict[str, Any]) -> dict[str, Any]:
     """A job as the history lists it, in the shape of the server's answers on warble/results/<id>."""
     result = job.get("result")
     if isinstance(result, dict):
-        return {"id": job.get("id"), "user": job.get("user"), **result, "status": result.get("status", job.get("state"))}
+        return {"id": job.get("id"), "user": job.get("user"), **result,
+                "status": result.get("status", job.get("state"))}
     return {"id": job.get("id"), "user": job.get("user"), "status": job.get("state"), "node": job.get("node")}
 
 

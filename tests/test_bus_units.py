@@ -76,3 +76,10 @@ def test_payload_errors_name_the_topic_and_the_place():
         Message("a/b", b"x\xff").text()
     assert Message("a/b", b'{"x": 1}').json() == {"x": 1}
     assert Message("a/b", b"", user_properties=(("user", "ada"),)).user_property("user") == "ada"
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000 + b"]" * 100_000, b"1" * 5_000])
+def test_json_that_python_refuses_to_read_is_a_payload_error(payload):
+    """Nested 100,000 levels (RecursionError) or an integer of 5,000 digits (ValueError): not a crash."""
+    with pytest.raises(PayloadError, match="picluster/x: payload is JSON this node will not read"):
+        Message(topic="picluster/x", payload=payload).json()

@@ -224,3 +224,17 @@ def wait_until_printed(process, text: str, timeout: float) -> None:
         if selector.select(timeout=0.2) and text in process.stdout.readline():
             return
     raise TimeoutError(f"{text!r} not printed within {timeout} s")
+
+
+def test_sim_runs_signing_plugins_insecure_unless_told_otherwise(tmp_path):
+    """A desk cluster has no shared secret: announce and discovery, added to it, run `insecure: true`."""
+    from pidaemon.sim import SimulatedCluster, roles_with
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("server:\n  plugins:\n    announce: {targets: ['127.255.255.255'], mdns: false}\n"
+                     "worker:\n  plugins:\n    discovery: {mdns: false, secret: a-secret-of-our-own}\n")
+    cluster = SimulatedCluster(1, roles=roles_with(extra), state_dir=tmp_path / "state")
+    announce = cluster.server.config.plugin_sections["announce"]
+    discovery = cluster.workers[0].config.plugin_sections["discovery"]
+    assert announce["insecure"] is True
+    assert (discovery["insecure"], discovery["secret"]) == (False, "a-secret-of-our-own")

@@ -134,6 +134,7 @@ class RegistryPlugin:
     def snapshot(self) -> dict[str, Any]:
         """The registry as published on `<prefix>/registry`."""
         return {"schema": REGISTRY_SCHEMA_VERSION, "server": self.node.id, "time": round(time.time(), 3),
+                "refresh_interval": self.config.refresh_interval,
                 "counts": self.counts(), "forget_after": self.config.forget_after,
                 "rejected": dict(self.rejections.counts),
                 "nodes": {i: self.records[i].to_dict() for i in sorted(self.records)}}
@@ -225,6 +226,10 @@ class RegistryPlugin:
         if self._publish_handle is not None:
             self._publish_handle.cancel()
             self._publish_handle = None
+        # The retained registry outlives this server: say, in it, that it is no longer kept up to date,
+        # so that a client that may not read the server's status topic (the ACL) knows at once.
+        final = dict(self.snapshot(), stopped=round(time.time(), 3))
+        node.publish(node.topic(self.config.topic), final, qos=1, retain=True)
         self._flush(everything=True)
         if self._db is not None:
             self._db.close()

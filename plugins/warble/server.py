@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -331,8 +332,8 @@ class WarbleServer:
             return False
         return any(topic_matches(topic_filter, topic) for topic_filter in self.reply_filters)
 
-    def _log_limited(self, kind: str, fmt: str, *args) -> None:
-        """A warning, at most once per LOG_GATE_INTERVAL per kind (refusals can come in floods)."""
+    def _log_limited(self, kind: str, fmt: str, *args, level: int = logging.WARNING) -> None:
+        """A log line, at most once per LOG_GATE_INTERVAL per kind (refusals and failures can come in floods)."""
         now = time.monotonic()
         last, suppressed = self._log_gates.get(kind, (-LOG_GATE_INTERVAL, 0))
         if now - last < LOG_GATE_INTERVAL:
@@ -341,7 +342,7 @@ class WarbleServer:
         self._log_gates[kind] = (now, 0)
         if suppressed:
             fmt += f" ({suppressed} more like it not logged)"
-        self.node.log.warning(fmt, *args)
+        self.node.log.log(level, fmt, *args)
 
     def _on_submit(self, message: Message) -> None:
         reply = {"reply_to": message.response_topic, "correlation": message.correlation_data}
@@ -492,13 +493,15 @@ class WarbleServer:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self._closed:
+                return
             try:
                 if loop.time() >= next_housekeeping:
                     next_housekeeping = loop.time() + HOUSEKEEPING_INTERVAL
                     self._housekeeping()
                 self._dispatch()
-            except Exception as exc:  # one bad job must not stop every other job's dispatch
-                self.node.log.error("warble dispatch: %s: %s", type(exc).__name__, exc)
+            except Exception as exc:  # one bad job (or a full disk) must not stop every other job's dispatch
+                self._log_limited("dispatch", "warble dispatch: %s: %s", type(exc).__name__, exc, level=logging.ERROR)
 
     def _worker_loads(self) -> list[WorkerLoad]:
         in_flight = self.queue.in_flight()
@@ -679,7 +682,7 @@ class WarbleServer:
         while True:
             await self._store_wake.wait()
             self._store_wake.clear()
-            while (taken := self._store_requests.pop()) is not None:
+            while not self._closed and (taken := self._store_requests.pop()) is not None:
                 user, (worker, reply_to, request) = taken
                 try:
                     if self._store_request_refused(worker, reply_to, request):  # the job may be gone meanwhile
@@ -715,7 +718,8 @@ class WarbleServer:
         except STORAGE_ERRORS as exc:
             answer["error"] = ("the cluster's storage is full" if disk_full(exc)
                                else f"the cluster's storage failed ({storage_error_name(exc)})")
-            self.node.log.warning("warble store: %s: %s", storage_error_name(exc), exc)
+            if not self._closed:  # (closed under it: the server is stopping)
+                self.node.log.warning("warble store: %s: %s", storage_error_name(exc), exc)
         except (KeyError, TypeError, ValueError, ArithmeticError, WarbleError) as exc:
             answer["error"] = f"bad store request: {exc}"
         return answer

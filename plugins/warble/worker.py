@@ -110,6 +110,9 @@ class RemoteStore:
             future.cancel()
             raise WarbleError(f"the cluster's storage did not answer within {self.timeout:g} s") from None
         if answer.get("error"):
+            if answer.get("stale"):  # the server says another attempt holds the job: this run is void
+                self.run.revoked = True
+                raise RunLost(answer["error"])
             if answer.get("quota"):
                 raise QuotaExceeded(answer["error"])
             raise WarbleError(answer["error"])

@@ -232,7 +232,10 @@ def test_after_following_another_broker_the_worker_goes_back_once_its_own_is_bac
         online = await asyncio.to_thread(home_observer.wait_for, "picluster/nodes/wk/status", "online", 15, mark)
         info = json.loads((await asyncio.to_thread(home_observer.wait_for, "picluster/nodes/wk/info", None, 15,
                                                    mark)).payload)
+        # It left the other broker on purpose: its retained status there says so (no last will fires).
+        left = await asyncio.to_thread(other_observer.wait_for, "picluster/nodes/wk/status", "offline", 10)
         result = followed, discovery.switches, list(discovery.earlier), online.payload, info["discovery"]
+        assert left.payload == b"offline"
         await wk.shutdown()
         await second.shutdown()
         await first.shutdown()

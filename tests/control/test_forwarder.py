@@ -144,7 +144,7 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them(endpoint):
     assert sorted(endpoint.delivered_ids()) == list(range(16, 26))  # the newest ten, once each
 
 
-def test_the_buffer_is_bounded_in_bytes_too():
+def test_the_buffer_is_bounded_in_bytes_too(endpoint):
     """Big readings fill the buffer by their size long before its count: the oldest go, and one too big never fits."""
     async def scenario():
         forwarder = RestForwarder(endpoint.url, interval=0.05, batch_size=5, buffer_limit=1000, buffer_bytes=10_000)
@@ -156,11 +156,7 @@ def test_the_buffer_is_bounded_in_bytes_too():
         sent = await forwarder.cycle()
         return forwarder, held_while_full, sent
 
-    endpoint = Endpoint()
-    try:
-        forwarder, held_while_full, sent = asyncio.run(scenario())
-    finally:
-        endpoint.close()
+    forwarder, held_while_full, sent = asyncio.run(scenario())
     assert held_while_full == (10, 10_000, 20)
     assert sent == (0.05, "sent") and forwarder.buffered == 0 and forwarder.buffered_bytes == 0
     assert forwarder.dropped == 20 + 1 + 4  # the 10,001 bytes one; then four 1000-byte ones made room for ~3000

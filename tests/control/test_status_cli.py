@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from pidaemon.status_cli import add_commands, format_table, report_from_registry
+from pidaemon.status_cli import _clock, add_commands, format_table, report_from_registry, server_state
 from tests.control.helpers import daemon, registry_nodes, registry_section, wait_until
 from tests.control.test_telemetry import fake_thermal_tree
 
@@ -132,18 +132,26 @@ def test_a_dead_servers_registry_is_shown_as_what_it_last_knew(broker, observer,
     code_json, report, code_table, table = asyncio.run(scenario())
     assert code_json == 0 and code_table == 0
     assert report["stale"] is True and report["server_status"] == "offline"
-    assert report["problem"].startswith("server server is offline (its status topic says so); last heard from ")
+    # A server that stops cleanly says so in its last registry (readable where its status topic is not).
+    assert report["problem"].startswith("server server stopped ")
     assert {(r["node"], r["state"], r["own_status"]) for r in report["nodes"]} == {
         ("server", "online", "offline"), ("w1", "online", "offline"), ("w2", "online", "offline")}
     lines = table.splitlines()
-    assert lines[0].startswith("server server is offline (its status topic says so); last heard from ")
-    assert lines[0].endswith("(its registry's last update).")
+    assert lines[0].startswith("server server stopped ")
+    assert lines[0].endswith("(its registry's last update says so).")
     assert lines[1] == ("What follows is what it last knew, not the cluster now; NOW is each node's own status "
                         "topic where it disagrees.")
     assert lines[3].split() == ["NODE", "ROLE", "STATE", "NOW", "CPU", "MEM", "TEMP", "LAST", "SEEN"]
     assert next(line for line in lines if line.startswith("w1 ")).split()[:4] == ["w1", "worker", "online", "offline"]
     assert "3 nodes: 3 online, 0 unhealthy, 0 offline (registry of server server, " in table
     assert "what it last knew)" in table and "their own status topics: 0 online, 3 offline" in table
+
+
+def test_a_killed_servers_registry_is_known_by_its_status_topic():
+    registry = {"server": "s", "time": 1000.0, "nodes": {"s": {"role": "server", "state": "online"}}}
+    problem = server_state(registry, {"s": "offline"}).problem(now=1005.0)
+    assert problem == ("server s is offline (its status topic says so); last heard from 5s ago, at "
+                       f"{_clock(1000.0, 1005.0)} (its registry's last update).")
 
 
 def test_an_old_registry_is_not_current_even_if_its_server_says_online():
@@ -155,7 +163,8 @@ def test_an_old_registry_is_not_current_even_if_its_server_says_online():
     assert "NOW" not in format_table(fresh, now=1010.0)
     assert old["stale"] is True and old["problem"].startswith(
         "server s is not updating its registry: last update 2m ago, at ")
-    assert old["problem"].endswith(", more than 30 s ago, although its status topic says online.")
+    assert old["problem"].endswith(", more than 30 s ago, although its status topic says online (or the clocks of "
+                                   "this machine and the server disagree).")
     table = format_table(old, now=1130.0).splitlines()
     assert table[4].split() == ["a", "worker", "online", "offline", "-", "-", "-", "-"]
     assert table[5].split()[:3] == ["s", "server", "online"] and len(table[5].split()) == 7  # agrees: NOW empty

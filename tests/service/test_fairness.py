@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import statistics
 import time
 
 import pytest
@@ -42,12 +41,12 @@ def test_rotating_user_names_from_one_client_count_as_one_party(broker, observer
             service = cluster.service
             order = record_dispatches(service)
             for i in range(40):  # a new name for every submission, from one MQTT client
-                await submit(observer, "SLEEP(0.2)", props(user=f"name{i:02d}", client_id="rotator"))
+                await submit(observer, "SLEEP(3)", props(user=f"name{i:02d}", client_id="rotator"))
             answered = lambda: [json.loads(m.payload) for m in observer.messages
                                 if m.topic.startswith("picluster/warble/results/") and b'"name' in m.payload
                                 and json.loads(m.payload)["status"] in ("queued", "rejected")]
             await wait_until(lambda: len(answered()) == 40, what="40 answers")
-            await wait_until(lambda: len(order) >= 2, what="the rotator's jobs running")
+            await wait_until(lambda: len(order) >= 1, what="a job of the rotator running")
             newcomer = service.submit("zoe", "PRINT(1)", origin="mqtt:newcomer")
             dispatched_before = len(order)
             await wait_until(lambda: service.get(newcomer["id"])["state"] == "done", 60, what="the newcomer's job")
@@ -119,20 +118,25 @@ def test_store_requests_are_served_to_users_in_turn(broker, tmp_path):
                              what="the worker process online")
             served: list[tuple[str, str]] = []   # ("arrived" or "served", user), in order
             requests = service._store_requests
-            push = requests.push
+            push, take = requests.push, requests.pop
 
             def arrived(user, item):
                 served.append(("arrived", user))
                 push(user, item)
 
+            def taken():
+                request = take()
+                if request is not None:
+                    served.append(("served", request[0]))
+                return request
+
             def slow(operation):  # a slow disk
                 def served_slowly(user, *args):
-                    served.append(("served", user))
                     time.sleep(0.01)
                     return operation(user, *args)
                 return served_slowly
 
-            requests.push = arrived
+            requests.push, requests.pop = arrived, taken
             service.store.get, service.store.set = slow(service.store.get), slow(service.store.set)
             floods = [service.submit("flooder", 'FOR(i=0;i<900;i++){SAVE("k",i)}') for _ in range(7)]
             await wait_until(lambda: served.count(("served", "flooder")) >= 70, 60, what="the flood going")
@@ -154,6 +158,5 @@ def test_store_requests_are_served_to_users_in_turn(broker, tmp_path):
             turn = served.index(("served", "victim"), i)
             waits.append(served[i:turn].count(("served", "flooder")))
     assert len(waits) == 30
-    # At most the request being served when it arrived (its answer may already be on its way): in turn,
-    # not behind every request of the seven flooding jobs.
+    # At most one: in turn, not behind every request of the seven flooding jobs.
     assert max(waits) <= 1, waits

@@ -16,12 +16,18 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from pidaemon.submit_cli import add_commands
 from tests.control.helpers import registry_nodes
-from tests.service.cluster import InProcessCluster, wait_until, worker_plugins
-from tests.support.mosquitto import free_port
+from tests.service.cluster import InProcessCluster, server_plugins, wait_until, worker_plugins
+from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.nodes import make_daemon
+from tests.support.observer import Observer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HANG = 20.0  # seconds: more than this is a hang, not a slow machine (the default --timeout is 60)
 
@@ -132,7 +138,7 @@ def test_mqtt5_against_a_broker_that_speaks_3_1_1_only(capsys):
     assert code == 4 and elapsed < HANG
     assert capsys.readouterr().err == (
         f"the broker mqtt://127.0.0.1:{port} refused MQTT 5 (Unsupported protocol version): it does not speak that "
-        f"version (the embedded amqtt broker speaks 3.1.1 only); use --protocol 3.1.1\n")
+        f"version; use --protocol 3.1.1 (the embedded amqtt broker speaks 3.1.1 only)\n")
 
 
 def test_an_unreachable_or_silent_broker_is_reported_at_once(capsys):
@@ -283,3 +289,60 @@ def test_a_submission_refused_before_it_gets_its_id_is_shown(broker, observer, t
     code, elapsed, err = asyncio.run(scenario())
     assert code == 1 and elapsed < HANG
     assert err.startswith("rejected: a user name is "), err
+
+
+# ---------------------------------------------------------------- without a broker user, under the shipped ACL
+
+@pytest.fixture
+def acl_broker(tmp_path):
+    """mosquitto with config/mosquitto.acl: clients without a user see nothing under nodes/."""
+    passwd = tmp_path / "passwd"
+    for user in ("server", "worker"):
+        subprocess.run(["mosquitto_passwd", "-b", *([] if passwd.exists() else ["-c"]), str(passwd), user,
+                        f"{user}-pw"], check=True)
+    acl = ROOT / "config" / "mosquitto.acl"
+    broker = Mosquitto(tmp_path / "broker", extra=f"password_file {passwd}\nacl_file {acl}\n")
+    yield broker.start()
+    broker.stop()
+
+
+def test_without_a_broker_user_under_the_shipped_acl(acl_broker, tmp_path, capsys):
+    """No node's status nor worker's reply can be read: the registry alone says whether the server is alive."""
+    from pidaemon.status_cli import add_commands as add_status
+
+    def run_status(*argv):
+        parser = argparse.ArgumentParser(prog="pidaemon")
+        add_status(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["status", "--broker", acl_broker.url, *argv])
+        return args.func(args)
+
+    async def scenario():
+        server = make_daemon("server", acl_broker.url, role="server", plugins=server_plugins(tmp_path),
+                             session_expiry=600, username="server", password="server-pw")
+        server.config["node"]["state_dir"] = str(tmp_path)
+        worker = make_daemon("worker-1", acl_broker.url, plugins=worker_plugins(), username="worker",
+                             password="worker-pw")
+        watcher = await asyncio.to_thread(Observer, acl_broker.port, ("picluster/registry",))  # anonymous
+        await server.start()
+        await worker.start()
+        await registry_says(watcher, server="online", worker_1="online")
+        ran = await asyncio.to_thread(run_submit, "PRINT(6*7)", "--wait", "--broker", acl_broker.url)
+        ran_text = capsys.readouterr()
+        current = await asyncio.to_thread(run_status, "--json")
+        current_report = json.loads(capsys.readouterr().out)
+        await worker.shutdown()
+        await server.shutdown()
+        await asyncio.sleep(1.5)  # the registry grows older than --stale-after 1
+        stale = await asyncio.to_thread(run_status, "--stale-after", "1", "--color", "never")
+        watcher.close()
+        return ran, ran_text, current, current_report, stale, capsys.readouterr().out
+
+    ran, ran_text, current, current_report, stale, stale_table = asyncio.run(scenario())
+    assert ran == 0 and ran_text.out == "42\n"
+    assert ran_text.err == f"queued as {job_id_in(ran_text.err)} (1 worker able to run Warble online)\n"
+    assert current == 0 and current_report["stale"] is False and current_report["server_status"] is None
+    assert {row["node"]: row["state"] for row in current_report["nodes"]} == {"server": "online",
+                                                                              "worker-1": "online"}
+    assert stale == 0
+    assert re.match(r"server server seems offline: it has not updated its registry for more than 1 s \(last update "
+                    r"\d+s ago, at [0-9:]+\), and its status topic cannot be read here\.\n", stale_table), stale_table

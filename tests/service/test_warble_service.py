@@ -93,7 +93,7 @@ class DoublingPlugin:
 
     @hookimpl
     def pidaemon_warble_builtins(self, node):
-        from tests.warble.plugin_builtins import DOUBLE
+        from tests.support.warble_builtins import DOUBLE
         return [DOUBLE]
 
 

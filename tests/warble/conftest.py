@@ -1,67 +1,10 @@
-"""Shared helpers for the Warble tests."""
+"""Fixtures of the Warble tests (helpers are in tests/support/warble.py)."""
 from __future__ import annotations
-
-import argparse
-import io
-import sys
 
 import pytest
 
-from pidaemon.warble import Limits, Result, Runner, WarbleError, compile_program
-from pidaemon.warble.cli import add_commands
-
-
-def run(source: str, **kwargs) -> Result:
-    """Compile with the given limits and run in-process."""
-    limits = kwargs.pop("limits", None)
-    builtins = kwargs.pop("builtins", ())
-    return compile_program(source, limits=limits, builtins=builtins).run(limits=limits, **kwargs)
-
-
-def out(source: str, **kwargs) -> list[str]:
-    """The output of a program that must end with status ok."""
-    result = run(source, **kwargs)
-    assert result.status == "ok", (source, result.error)
-    return result.output
-
-
-def compile_error(source: str, **kwargs) -> WarbleError:
-    with pytest.raises(WarbleError) as info:
-        compile_program(source, **kwargs)
-    return info.value
-
-
-def run_error(source: str, status: str = "error", **kwargs):
-    result = run(source, **kwargs)
-    assert result.status == status, (source, result)
-    assert result.error is not None
-    return result.error
-
-
-class CliResult:
-    def __init__(self, code: int, stdout: str, stderr: str):
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
-def cli(*argv: str, stdin: str = "", monkeypatch=None) -> CliResult:
-    """Run `pidaemon warble ...` through a tiny argparse like the core CLI's."""
-    parser = argparse.ArgumentParser(prog="pidaemon")
-    subparsers = parser.add_subparsers(dest="command")
-    add_commands(subparsers)
-    args = parser.parse_args(list(argv))
-    old = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), io.StringIO(), io.StringIO()
-    try:
-        code = args.func(args)
-        return CliResult(code, sys.stdout.getvalue(), sys.stderr.getvalue())
-    finally:
-        sys.stdin, sys.stdout, sys.stderr = old
+from pidaemon.warble import Limits, Runner
+from tests.support.warble import run
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +19,3 @@ def run_anywhere(request):
     if request.param == "Program.run":
         return run
     return request.getfixturevalue("runner").run
-
-
-SMALL = Limits(max_steps=20_000, time_limit=5.0, max_output_lines=200, max_output_chars=20_000)

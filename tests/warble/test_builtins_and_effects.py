@@ -3,10 +3,18 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import compile_error, out, run, run_error
-from plugin_builtins import BROKEN, DOUBLE, GREET, Buzzer
-from pidaemon.warble import (Builtin, Limits, RecordingEffects, UnknownFunction, WarbleError,
-                             compile_program, lights_builtin, playsound_builtin)
+from pidaemon.warble import (
+    Builtin,
+    Limits,
+    RecordingEffects,
+    UnknownFunction,
+    WarbleError,
+    compile_program,
+    lights_builtin,
+    playsound_builtin,
+)
+from tests.support.warble import compile_error, out, run, run_error
+from tests.support.warble_builtins import BROKEN, DOUBLE, GREET, Buzzer
 
 
 def test_plugin_builtins_are_callable():

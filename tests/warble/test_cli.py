@@ -1,7 +1,7 @@
 """`pidaemon warble run|check|repl` through an argparse like the core CLI's."""
 import json
 
-from conftest import cli
+from tests.support.warble import cli
 
 
 def test_run_prints_output():

@@ -1,8 +1,8 @@
 """Escape attempts: user text can never reach Python names, builtins or formatting."""
 import pytest
 
-from conftest import compile_error, out, run, run_error
 from pidaemon.warble import MemoryStore, SqliteStore, compile_program
+from tests.support.warble import compile_error, out, run, run_error
 
 HELPERS = {"_add", "_mul", "_mod", "_div", "_pow", "_chk", "_dec", "_range", "_forever", "_vars",
            "refund_after", "refund_from", "finish"}
@@ -132,8 +132,8 @@ def test_compiled_code_is_sealed(src):
 
 
 def test_namespace_has_empty_builtins():
-    from pidaemon.warble.runtime import Run
     from pidaemon.warble import Limits
+    from pidaemon.warble.runtime import Run
     ns = Run(limits=Limits()).namespace({"PRINT"}, set())
     assert ns["__builtins__"] == {}
     assert all(k.startswith("_") for k in ns)

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pidaemon.warble import Limits, MemoryStore, RecordingEffects, WarbleError, compile_program
+from pidaemon.warble import (
+    Limits,
+    MemoryStore,
+    RecordingEffects,
+    WarbleError,
+    compile_program,
+)
 from pidaemon.warble.compiler import Compiler
 from pidaemon.warble.inference import TypeInfo
 from pidaemon.warble.library import EFFECT_NAMES, FLT, INT, SIGNATURES, STR

@@ -1,7 +1,7 @@
 """The language: lexing, parsing, operators, control flow and error positions."""
 import pytest
 
-from conftest import compile_error, out, run, run_error
+from tests.support.warble import compile_error, out, run, run_error
 
 
 @pytest.mark.parametrize("src, expected", [

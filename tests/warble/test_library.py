@@ -2,9 +2,9 @@
 import mpmath
 import pytest
 
-from conftest import out, run, run_error
 from pidaemon.warble import Limits, MemoryStore, RecordingEffects
 from pidaemon.warble.library import SIGNATURES
+from tests.support.warble import out, run, run_error
 
 
 @pytest.mark.parametrize("name", sorted(SIGNATURES))

@@ -1,8 +1,8 @@
 """Limits: configuration, and resource attacks that must end fast with a clear status."""
 import pytest
 
-from conftest import SMALL, compile_error, out, run, run_error
 from pidaemon.warble import Limits, MemoryStore, RecordingEffects
+from tests.support.warble import SMALL, compile_error, out, run, run_error
 
 TOO_LARGE = "number too large (more than 10000 digits)"
 

@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from plugin_builtins import MEMORY_LEFT, MPMATH_BACKEND
 from pidaemon.warble import Limits, Runner
 from pidaemon.warble.precision import mpmath_backend
+from tests.support.warble_builtins import MEMORY_LEFT, MPMATH_BACKEND
 
 HAS_GMPY2 = importlib.util.find_spec("gmpy2") is not None
 

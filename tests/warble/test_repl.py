@@ -1,9 +1,9 @@
 """The REPL echoes values: `2+3` prints 5, as Python's prompt does; statements print nothing extra."""
 import pytest
 
-from conftest import SMALL, cli, compile_error
 from pidaemon.warble import Builtin, Limits, Runner, WarbleError, compile_program
 from pidaemon.warble.session import Session
+from tests.support.warble import SMALL, cli, compile_error
 
 
 def echo(*lines: str, limits=None) -> list[list[str]]:

@@ -6,9 +6,17 @@ import time
 
 import pytest
 
-from plugin_builtins import DOUBLE, PID, Buzzer, broken
-from pidaemon.warble import (Builtin, Limits, MemoryStore, RecordingEffects, Runner, SqliteStore,
-                             compile_program, lights_builtin)
+from pidaemon.warble import (
+    Builtin,
+    Limits,
+    MemoryStore,
+    RecordingEffects,
+    Runner,
+    SqliteStore,
+    compile_program,
+    lights_builtin,
+)
+from tests.support.warble_builtins import DOUBLE, PID, Buzzer, broken
 
 
 def test_print_one(runner):

@@ -1,6 +1,6 @@
 """Sandbox children run several jobs one after the other: per-job limits, clean state, replacement.
 
-The PID, CPU_LEFT and MEMORY_LEFT built-ins (plugin_builtins.py) run inside
+The PID, CPU_LEFT and MEMORY_LEFT built-ins (tests/support/warble_builtins.py) run inside
 the child and report on its process.
 """
 import os
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from plugin_builtins import CPU_LEFT, MEMORY_LEFT, PID
 from pidaemon.warble import Limits, Runner
 from pidaemon.warble.zygote import RETIRE_GROWTH_MB
+from tests.support.warble_builtins import CPU_LEFT, MEMORY_LEFT, PID
 
 
 def pid_of_run(runner, source="", **kwargs) -> int:

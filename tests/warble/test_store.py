@@ -4,12 +4,12 @@ import decimal
 import mpmath
 import pytest
 
-from conftest import out
 from pidaemon.warble import MemoryStore, SqliteStore, WarbleError
 from pidaemon.warble import store as store_module
 from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.protocol import ProtocolError, pack_value, unpack_value
 from pidaemon.warble.values import decode_value, encode_value
+from tests.support.warble import out
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -67,7 +67,7 @@ def test_store_failure_is_a_clear_error():
         def set(self, user, name, value):
             raise ConnectionError("broker at 10.0.0.1 unreachable")
 
-    from conftest import run
+    from tests.support.warble import run
     assert run('x=LOAD("a")', store=Down()).error.message == "LOAD: storage is not available"
     assert run('SAVE("a",1)', store=Down()).error.message == "SAVE: storage is not available"
 

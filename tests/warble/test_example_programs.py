@@ -1,6 +1,6 @@
 """Every example of the issue, with its exact expected output."""
-from conftest import out, run
 from pidaemon.warble import MemoryStore, RecordingEffects
+from tests.support.warble import out, run
 
 
 def test_hello_cluster_post():

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from conftest import run
 from pidaemon.warble import Limits, MemoryStore, RecordingEffects
 from pidaemon.warble.library import SIGNATURES
 from pidaemon.warble.result import STATUSES
+from tests.support.warble import run
 
 DOC = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "warble.md").read_text(encoding="utf-8")
 
