@@ -45,7 +45,7 @@ from pidaemon import hookimpl
 from pidaemon.bus import Message, Subscription
 from pidaemon.names import topic_name_problem
 from pidaemon.schema import Boolean, Integer, Number, String, settings
-from pidaemon.sqlite import connect
+from pidaemon.sqlite import connect_or_start_afresh
 from pidaemon.topics import MAX_PING_SPREAD
 
 from .fields import Invalid, Rejected, json_object, shorten
@@ -426,7 +426,8 @@ class RegistryPlugin:
     # ------------------------------------------------------------ SQLite
 
     def _open_db(self) -> None:
-        self._db = connect(self.db_path)
+        self._db = connect_or_start_afresh(self.db_path, self.node.log, "registry",
+                                           "the registry fills again as the nodes report")
         self._db.execute("CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record TEXT NOT NULL, "
                          "updated REAL NOT NULL)")
         dropped: list[tuple[Any, str]] = []  # (row id, problem)

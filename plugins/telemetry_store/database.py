@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pidaemon.sqlite import connect
+from pidaemon.sqlite import connect_or_start_afresh
 
 HIGH_WATER = 0.9       # of the database file's limit: start deleting the oldest data...
 LOW_WATER = 0.75       # ...until this much is used
@@ -75,8 +75,9 @@ class TelemetryStore:
         self.chunk_bytes = CHUNK_BYTES
         self.evicted = 0                    # rows deleted to stay under max_bytes
 
-    def open(self) -> None:
-        self.db = connect(self.path)
+    def open(self, log) -> None:
+        self.db = connect_or_start_afresh(self.path, log, "telemetry store",
+                                          "the readings stored so far are in the file set aside")
         self.page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
         if self.max_bytes:
             self._limit_size()

@@ -133,7 +133,7 @@ class TelemetryStorePlugin:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"telemetry-store-{node.id}")
         # Opened in the writer thread, the only one that ever uses the connection; waited for here
         # (before the bus starts) so that the last stored times are known before any message arrives.
-        self._executor.submit(self.store.open).result()
+        self._executor.submit(self.store.open, node.log).result()
         for node_id, last in self._executor.submit(self.store.last_times).result().items():
             self._remember(node_id, last)
         self._db_bytes = self.store.size_on_disk()

@@ -82,7 +82,7 @@ def endpoint_readings(endpoint):
 
 def test_downsampling_folds_old_samples_into_rollups(tmp_path):
     store = TelemetryStore(tmp_path / "t.sqlite3")
-    store.open()
+    store.open(logging.getLogger("test"))
     now = 10_000.0
     rows = []
     for i, t in enumerate([100.0, 110.0, 130.0, 9_990.0]):
@@ -213,7 +213,7 @@ def test_forged_telemetry_cannot_grow_the_store_past_its_cap(broker, tmp_path, c
 def test_the_size_cap_deletes_the_oldest_rollups_and_samples_first(tmp_path):
     db = tmp_path / "t.sqlite3"
     store = TelemetryStore(db, max_bytes=MIB)
-    store.open()
+    store.open(logging.getLogger("test"))
     # A week of rollups, then raw samples: 4 MiB in all, in batches as the writer gets them.
     rollup_rows = [("n", float(b), 1, json.dumps({"cpu_percent": [1.0, 1.0, 1.0, 1]})) for b in range(0, 600_000, 300)]
     with store.db:
