@@ -61,6 +61,7 @@ class JobRun:
     source: str
     attempt: int
     revoked: bool = False   # the server took the job (or a later attempt of it arrived here)
+    revoked_logged: bool = field(default=False, repr=False)
     doubted: str | None = None  # why this run may have lost the job without being told (a stall, the broker lost)
     task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -112,6 +113,8 @@ class RemoteStore:
         if answer.get("error"):
             if answer.get("stale"):  # the server says another attempt holds the job: this run is void
                 self.run.revoked = True
+                self.plugin.loop.call_soon_threadsafe(self.plugin.revoke, self.run, "the server refused its "
+                                                      "SAVE/LOAD: another attempt holds the job")
                 raise RunLost(answer["error"])
             if answer.get("quota"):
                 raise QuotaExceeded(answer["error"])
@@ -153,6 +156,7 @@ class WarbleWorker:
         self._job_of_thread = threading.local()  # the run an effect belongs to (one run per executor call)
         self._liveness = threading.Lock()  # last_tick and the runs' doubts, shared with the runner's threads
         self._last_tick = time.monotonic()
+        self._busy = asyncio.Event()       # set while jobs run: the liveness ticks run then only
         self.completed = 0
         self.stats = {"revoked": 0, "effects_refused": 0, "stalls": 0}
 
@@ -199,8 +203,14 @@ class WarbleWorker:
             return run.lost()
 
     async def _watch_liveness(self) -> None:
-        """Tick; a tick that comes late means the daemon did not run: every running job is in doubt."""
+        """Tick while jobs run; a tick that comes late means the daemon did not run: every running job is in doubt.
+
+        Idle, it waits for a job (a thousand simulated workers share one event loop).
+        """
         while True:
+            if not self.running:
+                self._busy.clear()
+                await self._busy.wait()
             await asyncio.sleep(TICK)
             with self._liveness:
                 now = time.monotonic()
@@ -280,9 +290,13 @@ class WarbleWorker:
         if current is not None:
             if current.attempt >= attempt:  # the same job delivered twice (QoS 1), or an older attempt: run it once
                 return
-            self._revoke(current, f"attempt {attempt} of the same job arrived")
+            self.revoke(current, f"attempt {attempt} of the same job arrived")
         run = JobRun(job["id"], str(job.get("user") or "anonymous"), job["source"], attempt)
-        self.running[run.id] = run
+        with self._liveness:
+            if not self.running:  # the ticks start again: an idle time is no stall
+                self._last_tick = time.monotonic()
+            self.running[run.id] = run
+        self._busy.set()
         run.task = node.spawn(self._run(run), name=f"warble:{run.id}")
 
     def _on_revoke(self, message: Message) -> None:
@@ -292,14 +306,16 @@ class WarbleWorker:
             raise PayloadError(f"{message.topic}: expected {{\"id\": str, \"attempt\": int}}")
         run = self.running.get(revoke["id"])
         if run is not None and run.attempt <= revoke["attempt"]:
-            self._revoke(run, "the server took it back")
+            self.revoke(run, "the server took it back")
 
-    def _revoke(self, run: JobRun, why: str) -> None:
-        if not run.revoked:
-            run.revoked = True
-            self.stats["revoked"] += 1
-            self.node.log.info("job %s (attempt %d) revoked: %s; its effects, SAVEs and result are dropped",
-                               run.id, run.attempt, why)
+    def revoke(self, run: JobRun, why: str) -> None:
+        """This run no longer holds its job: no more effects, SAVE/LOAD nor result from it."""
+        if run.revoked_logged:
+            return
+        run.revoked = run.revoked_logged = True
+        self.stats["revoked"] += 1
+        self.node.log.info("job %s (attempt %d) revoked: %s; its effects, SAVEs and result are dropped",
+                           run.id, run.attempt, why)
 
     async def _run(self, run: JobRun) -> None:
         reply = self.node.topics.reply(self.node.id, "warble")

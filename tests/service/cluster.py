@@ -61,6 +61,8 @@ class InProcessCluster:
         for worker in self.workers:
             await worker.start()
         registry = self.server.plugin("registry")
+        # Connected means subscribed (SUBACK): a submission from now on reaches the server, workers or none.
+        await wait_until(lambda: self.server.bus.connected, 30, what="server connected")
         await wait_until(lambda: len(registry.healthy_nodes("warble")) == len(self.workers), 30, what="workers healthy")
         return self
 

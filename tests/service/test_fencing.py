@@ -72,10 +72,11 @@ def test_a_run_that_lost_its_job_cannot_save_load_or_act(broker, observer, tmp_p
         assert lights == [(0, 2, "worker-2")]
         assert stale["revoked"] == 1 and stale["effects_refused"] == 1
     else:
-        # Its LOAD was refused (the program ended there), its result ignored.  Its LIGHTS went out:
-        # the worker could not know (docs/protocol.md, "What is fenced").
+        # Its LOAD was refused (the program ended there, and the run learnt it had lost the job: it
+        # reported no result).  Its LIGHTS went out: the worker could not know (docs/protocol.md,
+        # "What is fenced").
         assert (0, 2, "worker-2") in lights
-        assert stats["store_refused"] >= 2 and stats["duplicate_results"] == 1
+        assert stats["store_refused"] >= 2 and stale["revoked"] == 1 and stats["duplicate_results"] == 0
 
 
 def test_effects_stop_when_the_worker_did_not_run_for_a_while(broker, observer, tmp_path):
