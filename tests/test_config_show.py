@@ -47,6 +47,8 @@ def every_option() -> dict:
                                                 if name == "mastodon_feed" else {}, (), [])
         if "limits" in section:  # a Checked field: give it every Warble limit
             section["limits"] = dataclasses.asdict(Limits())
+        if "insecure" in section:  # announce and discovery: a secret of their own
+            section["secret"] = "a-secret-of-at-least-16-characters"
         data["plugins"][name] = section
     return data
 

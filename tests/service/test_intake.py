@@ -65,13 +65,13 @@ def test_mqtt5_request_response_is_honoured(broker, tmp_path):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="v5-client", protocol=mqtt.MQTTv5)
     client.on_message = lambda c, u, m: answers.append((m.topic, m.payload, m.properties.CorrelationData))
     client.connect("127.0.0.1", broker.port)
-    client.subscribe("my/replies", 1)
+    client.subscribe("picluster/replies/v5-client", 1)
     client.loop_start()
 
     async def scenario():
         async with InProcessCluster(broker.url, tmp_path):
             props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = "my/replies"
+            props.ResponseTopic = "picluster/replies/v5-client"  # under the allowed reply subtree
             props.CorrelationData = b"req-42"
             props.UserProperty = ("user", "grace")
             client.publish("picluster/warble/submit", "PRINT(40+2)", qos=1, properties=props)

@@ -20,7 +20,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import start_node_process, write_config
 from tests.support.observer import Observer
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 COUNTER = 'SLEEP(8);LIGHTS(0,0,0,255);x=LOAD("n");x++;SAVE("n",x);PRINT(x)'
 
 

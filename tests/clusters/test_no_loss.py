@@ -21,7 +21,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import start_node_process, write_config
 from tests.support.observer import Observer
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"user{i}" for i in range(5)]
 JOBS_PER_USER = 100
 
