@@ -12,7 +12,7 @@ unchecked:
 | presence | `nodes/<id>/status` | `parse_status` |
 | facts | `nodes/<id>/info` | `parse_info` |
 | readings | `nodes/<id>/telemetry` | `parse_telemetry` |
-| ping answers | `<registry topic>/pong/<server>`, `nodes/<id>/reply/ping` | `parse_ping_answer` |
+| ping answers | `nodes/<id>/reply/ping` | `parse_ping_answer` |
 | a forget command | `<registry topic>/forget` | `parse_forget` |
 """
 
@@ -140,15 +140,14 @@ def parse_telemetry(node: str, payload: bytes) -> dict[str, Any] | None:
     return read_summary(sample)
 
 
-def parse_ping_answer(payload: bytes, topic_node: str | None) -> PingAnswer:
-    """A ping answer `{"node", "seq", "time", "delay"}`.
+def parse_ping_answer(payload: bytes, topic_node: str) -> PingAnswer:
+    """A ping answer `{"node", "seq", "time", "delay"}` on `nodes/<topic_node>/reply/ping`.
 
-    `topic_node`: the id in `nodes/<id>/reply/ping`, which the answer's `node` must repeat;
-    None for the server's own pong topic, where only the answer names the node.
+    The answer's `node` must repeat the id of its topic.
     """
     answer = json_object(payload, MAX_ANSWER_BYTES)
     node = node_id(answer.get("node"), "node")
-    if topic_node is not None and node != topic_node:
+    if node != topic_node:
         raise Invalid("node", node, f"the node id of the topic, {topic_node}")
     seq = answer.get("seq")
     seq = None if seq is None else integer("seq", seq, 0, MAX_SEQ)

@@ -177,7 +177,6 @@ class RegistryPlugin:
             Subscription(node.topic("nodes", "+", "info")),
             Subscription(node.topic("nodes", "+", "telemetry"), qos=0),
             Subscription(node.topic("nodes", "+", "reply", "ping"), qos=0),
-            Subscription(self._pong_topic(), qos=0),
             Subscription(self._forget_topic()),
         ]
 
@@ -196,10 +195,7 @@ class RegistryPlugin:
         levels = message.topic[len(node.topics.prefix) + 1:].split("/")
         kind = "other"
         try:
-            if message.topic == self._pong_topic():
-                kind = "ping_answer"
-                self._on_pong(message, None)
-            elif len(levels) == 4 and levels[0] == "nodes" and levels[2:] == ["reply", "ping"]:
+            if len(levels) == 4 and levels[0] == "nodes" and levels[2:] == ["reply", "ping"]:
                 kind = "ping_answer"
                 self._on_pong(message, levels[1])
             elif message.topic == self._forget_topic():
@@ -236,9 +232,6 @@ class RegistryPlugin:
             self._db = None
 
     # ------------------------------------------------------------ messages
-
-    def _pong_topic(self) -> str:
-        return self.node.topic(self.config.topic, "pong", self.node.id)
 
     def _forget_topic(self) -> str:
         return self.node.topic(self.config.topic, "forget")
@@ -291,13 +284,10 @@ class RegistryPlugin:
         self._dirty_db_minor.add(node_id)
         self._minor_changes = True
 
-    def _on_pong(self, message: Message, topic_node: str | None) -> None:
-        """A ping answer: on this server's pong topic (`topic_node` None), or on `nodes/<id>/reply/ping`."""
+    def _on_pong(self, message: Message, topic_node: str) -> None:
+        """A ping answer, on the node's own `nodes/<id>/reply/ping` (which only that client id may write,
+        under the shipped ACL): the topic, not the payload, says who answers."""
         answer = parse_ping_answer(message.payload, topic_node)
-        if topic_node is None and (answer.seq is None or not 0 < answer.seq <= self.seq):
-            # Only answers to this server's pings come here: a larger number would count every
-            # future ping as answered, and a frozen node would stay online.
-            raise Invalid("seq", answer.seq, f"the number of a ping this server sent (1 to {self.seq})")
         rec = self._get(answer.node)
         self._seen(rec)
         if answer.seq is not None and answer.seq <= self.seq:  # a larger one answers someone else's ping
@@ -370,8 +360,7 @@ class RegistryPlugin:
         while True:
             self.seq += 1
             ping = {"seq": self.seq, "server": self.node.id, "spread": round(self.ping_spread, 3)}
-            sent = self.node.publish(self.node.topics.broadcast("ping"), ping, qos=0,
-                                     response_topic=self._pong_topic())
+            sent = self.node.publish(self.node.topics.broadcast("ping"), ping, qos=0)
             await asyncio.sleep(self.ping_timeout)
             if sent:  # a ping that did not leave (no connection) is nobody's miss
                 self._count_misses(self.seq)

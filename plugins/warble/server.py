@@ -261,7 +261,7 @@ class WarbleServer:
     def pidaemon_subscriptions(self, node):
         return [Subscription(node.topic("warble", "submit")),
                 Subscription(node.topic("nodes", "+", "reply", "warble")),
-                Subscription(node.topic("warble", "store")),
+                Subscription(node.topic("nodes", "+", "reply", "warble_store")),
                 Subscription(node.topic("warble", "history"))]
 
     @hookimpl
@@ -298,8 +298,8 @@ class WarbleServer:
             self._on_submit(message)
         elif levels[-2:] == ["reply", "warble"]:
             self._on_worker_reply(levels[-3], message.json())
-        elif message.topic == node.topic("warble", "store"):
-            self._on_store_request(message.json())
+        elif levels[-2:] == ["reply", "warble_store"]:
+            self._on_store_request(levels[-3], message.json())
         elif message.topic == node.topic("warble", "history"):
             self._on_history_request(message)
 
@@ -623,15 +623,17 @@ class WarbleServer:
 
     # ------------------------------------------------------------ SAVE / LOAD for the workers
 
-    def _on_store_request(self, request: Any) -> None:
-        """Check a worker's SAVE/LOAD request and queue it for its user's turn."""
+    def _on_store_request(self, worker: str, request: Any) -> None:
+        """Check a worker's SAVE/LOAD request and queue it for its user's turn.
+
+        A request comes on the worker's own `nodes/<worker>/reply/warble_store`
+        (which the broker's ACL lets only that client id write) and is answered
+        on its `nodes/<worker>/cmd/warble_store`: the topic, not the payload, says
+        who asks.
+        """
         if not isinstance(request, dict) or request.get("op") not in ("save", "load"):
-            raise PayloadError("warble store request: expected {\"op\": \"save\"|\"load\", ...}")
-        reply_to = str(request.get("reply_to") or "")
-        levels = reply_to.split("/")
-        worker = levels[-3] if levels[-2:] == ["reply", "warble_store"] else None
-        if worker is None or reply_to != self.node.topics.reply(worker, "warble_store"):
-            raise PayloadError(f"warble store request: reply_to must be a worker's reply topic, got {reply_to!r}")
+            raise PayloadError(f"warble store request from {worker}: expected {{\"op\": \"save\"|\"load\", ...}}")
+        reply_to = self.node.topics.command(worker, "warble_store")
         self.stats["store_requests"] += 1
         user = request.get("user")
         if self._refuse_store_request(worker, reply_to, request):

@@ -240,7 +240,7 @@ class WarbleWorker:
     def pidaemon_subscriptions(self, node):
         return [Subscription(node.topics.command(node.id, "warble")),
                 Subscription(node.topics.command(node.id, "warble_revoke")),
-                Subscription(node.topics.reply(node.id, "warble_store"))]
+                Subscription(node.topics.command(node.id, "warble_store"))]
 
     @hookimpl
     async def pidaemon_startup(self, node):
@@ -268,7 +268,7 @@ class WarbleWorker:
 
     @hookimpl
     def pidaemon_message(self, node, message: Message):
-        if message.topic == node.topics.reply(node.id, "warble_store"):
+        if message.topic == node.topics.command(node.id, "warble_store"):
             answer = message.json()
             future = self._pending_store.pop(str(answer.get("correlation")), None)
             if future is not None and not future.done():
@@ -352,9 +352,9 @@ class WarbleWorker:
         correlation = uuid.uuid4().hex
         future = self.loop.create_future()
         self._pending_store[correlation] = future
-        self.node.publish(self.node.topic("warble", "store"), {
-            **request, "correlation": correlation,
-            "reply_to": self.node.topics.reply(self.node.id, "warble_store")}, qos=1)
+        # On this node's own topic: the server knows the asking worker by it, and answers on its cmd topic.
+        self.node.publish(self.node.topics.reply(self.node.id, "warble_store"),
+                          {**request, "correlation": correlation}, qos=1)
         try:
             return await asyncio.wait_for(future, timeout)
         finally:

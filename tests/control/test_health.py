@@ -214,11 +214,10 @@ def test_the_health_task_survives_poison_and_a_crash_and_still_finds_a_frozen_no
         state = lambda node_id: (registry.record(node_id) or {}).get("state")  # noqa: E731
         try:
             await wait_until(lambda: state("frozen") == "online", what="frozen online")
-            pong = "picluster/registry/pong/server"
-            poison = [(pong, {"node": "a+b", "seq": registry.seq}),
+            poison = [("picluster/nodes/a b/reply/ping", {"node": "a b", "seq": registry.seq}),
                       ("picluster/nodes/evil/info", {"id": "evil", "cpu_count": "many", "capabilities": ["warble"]}),
-                      (pong, {"node": "evil", "seq": registry.seq}),
-                      (pong, {"node": "frozen", "seq": 10 ** 12})]
+                      ("picluster/nodes/frozen/reply/ping", {"node": "evil", "seq": registry.seq}),
+                      ("picluster/nodes/frozen/reply/ping", {"node": "frozen", "seq": 10 ** 12})]
             for topic, payload in poison:
                 await asyncio.to_thread(observer.publish, topic, json.dumps(payload))
             # and an unexpected exception in the loop itself

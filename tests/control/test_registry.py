@@ -58,7 +58,7 @@ def test_health_state_machine(tmp_path):
         steps.append((rec.state, rec.misses, registry.healthy_nodes()))
         deliver(server, "picluster/nodes/pi1/status", b"online", retain=True)  # stale retained copy
         steps.append(rec.state)
-        deliver(server, "picluster/registry/pong/server", {"node": "pi1", "seq": 3})
+        deliver(server, "picluster/nodes/pi1/reply/ping", {"node": "pi1", "seq": 3})
         steps.append((rec.state, rec.misses, registry.healthy_nodes(capability="warble")))
         deliver(server, "picluster/nodes/pi1/status", b"offline")
         registry.seq = 4
@@ -288,8 +288,9 @@ def test_a_ping_answer_from_a_node_id_outside_the_rule_is_dropped(tmp_path, capl
     async def scenario():
         server, registry, published = make_registry(tmp_path)
         registry.seq = 1
-        for node in ("a+b", "a/b", "", 5, None, "n" * 65, ["pi1"]):
-            deliver(server, "picluster/registry/pong/server", {"node": node, "seq": 1})
+        for node in ("a+b", "a/b", "", 5, None, "n" * 65, ["pi1"]):  # as a topic level, or in the answer
+            deliver(server, f"picluster/nodes/{node}/reply/ping", {"node": node, "seq": 1})
+            deliver(server, "picluster/nodes/pi1/reply/ping", {"node": node, "seq": 1})
         registry._count_misses(1)
         return registry.records, [t for t, p, r in published if "/health" in t]
 
@@ -298,7 +299,21 @@ def test_a_ping_answer_from_a_node_id_outside_the_rule_is_dropped(tmp_path, capl
     assert len(registry_warnings(caplog)) == 1   # one kind of problem: one line
 
 
-@pytest.mark.parametrize("topic", ["picluster/registry/pong/server", "picluster/nodes/pi1/reply/ping"])
+def test_a_ping_answer_counts_only_on_its_nodes_own_topic(tmp_path):
+    """Answers used to come on one shared topic naming the node in the payload: any node could answer
+    for another.  Only `nodes/<id>/reply/ping` counts now, which the ACL lets only client id <id> write."""
+    async def scenario():
+        server, registry, _ = make_registry(tmp_path, missed_pings=1)
+        deliver(server, "picluster/nodes/pi1/status", b"online")
+        registry.seq = 1
+        deliver(server, "picluster/registry/pong/server", {"node": "pi1", "seq": 1})
+        registry._count_misses(1)
+        return registry.records["pi1"].state
+
+    assert asyncio.run(scenario()) == "unhealthy"
+
+
+@pytest.mark.parametrize("topic", ["picluster/nodes/pi1/reply/ping"])
 def test_a_forged_ping_number_does_not_keep_a_silent_node_online(tmp_path, topic):
     """An answer with a number beyond the pings sent would count every later ping as answered."""
     async def scenario():
@@ -386,7 +401,7 @@ def test_forget_command_removes_records_and_clears_their_retained_topics(tmp_pat
             deliver(server, f"picluster/nodes/{node}/info", info(node))
         for seq in (1, 2, 3):   # "sick" misses three pings: unhealthy
             registry.seq = seq
-            deliver(server, "picluster/registry/pong/server", {"node": "up", "seq": seq})
+            deliver(server, "picluster/nodes/up/reply/ping", {"node": "up", "seq": seq})
             registry._count_misses(seq)
         mark = len(published)
         forget_command(server, ["gone", "up", "sick", "never"])

@@ -131,6 +131,10 @@ def forgeries(holder: str, other: str) -> dict[str, object]:
         "picluster/warble/store": {"op": "save", "user": "ada", "name": "k", "value": ["int", "666"],
                                    "job": "held", "attempt": 1, "correlation": "c",
                                    "reply_to": f"picluster/nodes/{holder}/reply/warble_store"},
+        f"picluster/nodes/{holder}/reply/warble_store": {"op": "save", "user": "ada", "name": "k",
+                                                         "value": ["int", "666"], "job": "held", "attempt": 1,
+                                                         "correlation": "c"},
+        f"picluster/nodes/{holder}/cmd/warble_store": {"correlation": "c", "value": ["int", "666"]},
         "picluster/lights/set": {"index": 1, "r": 6, "g": 6, "b": 6},
         "picluster/lights/state": {"pixels": [[6, 6, 6]] * 4},
         "picluster/sound/play": {"name": "bell"},
@@ -139,13 +143,11 @@ def forgeries(holder: str, other: str) -> dict[str, object]:
     }
 
 
-# What each role may publish among the forgeries: its own job.  The registry's pong topic and
-# the workers' store requests do not say who speaks: see the expected failures below.
+# What each role may publish among the forgeries: its own job.
 OWN_TOPICS = {
-    "worker": {"picluster/lights/set", "picluster/sound/play", "picluster/warble/store",
-               "picluster/registry/pong/server"},
-    "lights": {"picluster/lights/state", "picluster/registry/pong/server"},
-    "audio": {"picluster/sound/played", "picluster/registry/pong/server"},
+    "worker": {"picluster/lights/set", "picluster/sound/play"},
+    "lights": {"picluster/lights/state"},
+    "audio": {"picluster/sound/played"},
     None: set(),
 }
 
@@ -159,7 +161,6 @@ def node_topics(node_id: str) -> dict[str, object]:
         f"picluster/nodes/{node_id}/reply/ping": {"node": node_id, "seq": 10 ** 6, "time": 1.0, "delay": 0},
         f"picluster/nodes/{node_id}/reply/warble": {"id": "held", "node": node_id, "attempt": 1, "state": "done",
                                                     "result": {"status": "ok", "output": ["5"]}},
-        "picluster/registry/pong/server": {"node": node_id, "seq": 10 ** 6, "time": 1.0, "delay": 0},
     }
 
 
@@ -279,18 +280,14 @@ def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
                                        for state in seen["lamp_states"])
 
 
-# ---------------------------------------------------------------- what the ACL cannot refuse
+# ---------------------------------------------------------------- speaking for another node
 #
-# Two topics do not say which node speaks, and every node may publish there: a
-# ping answer on `registry/pong/<server>` (the v5 response topic of the
-# registry's pings) names its node in the payload, and a SAVE/LOAD request on
-# `warble/store` names its worker in `reply_to`.  Only the code (or per-node
-# topics) can refuse a node speaking there for another: each test below fails,
-# as expected, until then; remove its marker when it passes.
+# Ping answers and SAVE/LOAD requests once came on topics every node shared
+# (`registry/pong/<server>`, `warble/store`), naming their node in the payload:
+# any node could speak for another.  They now come on each node's own reply
+# topics, which the ACL lets only that client id write.
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the registry takes the node of an answer on its pong topic from the payload (issue 10)")
 def test_a_node_cannot_answer_pings_for_another(acl_broker, tmp_path):
     async def scenario():
         server = server_daemon(acl_broker, tmp_path)
@@ -299,7 +296,7 @@ def test_a_node_cannot_answer_pings_for_another(acl_broker, tmp_path):
         lamp = await asyncio.to_thread(Client, acl_broker.port, "lamp-2", "lights")
         try:
             await wait_until(lambda: registry.seq >= 1, 10, what="a ping sent")
-            code = await asyncio.to_thread(lamp.publish, "picluster/registry/pong/server",
+            code = await asyncio.to_thread(lamp.publish, "picluster/nodes/ghost/reply/ping",
                                            {"node": "ghost", "seq": 1, "time": 1.0, "delay": 0})
             # Then, on the same connection, what the lamp may say of itself: once the server has it,
             # it has the forged answer too.
@@ -315,9 +312,6 @@ def test_a_node_cannot_answer_pings_for_another(acl_broker, tmp_path):
     assert code == NOT_AUTHORIZED or ghost is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="warble/store requests name their worker in reply_to, on a topic every worker shares "
-                          "(issue 10)")
 def test_a_worker_cannot_save_for_a_job_on_another_worker(acl_broker, tmp_path):
     async def scenario():
         server = server_daemon(acl_broker, tmp_path)
@@ -330,15 +324,18 @@ def test_a_worker_cannot_save_for_a_job_on_another_worker(acl_broker, tmp_path):
             await wait_until(lambda: server.plugin("registry").healthy_nodes("warble"), 30, what="worker healthy")
             service.submit("ada", "SLEEP(2);PRINT(1)", job_id="held")
             await wait_until(lambda: service.get("held")["state"] == "running", 30, what="job held running")
-            # The job's id is public (its results topic) and its attempt is a small number.
-            await asyncio.to_thread(rogue.publish, "picluster/warble/store", {
-                "op": "save", "user": "ada", "name": "k", "value": ["int", "666"], "job": "held", "attempt": 1,
-                "correlation": "c", "reply_to": "picluster/nodes/worker-1/reply/warble_store"})
+            # The job's id is public (its results topic) and its attempt is a small number: as worker-1
+            # (refused by the broker), and as itself (refused by the server: the job is not held there).
+            save = {"op": "save", "user": "ada", "name": "k", "value": ["int", "666"], "job": "held", "attempt": 1,
+                    "correlation": "c"}
+            codes = [await asyncio.to_thread(rogue.publish, f"picluster/nodes/{as_node}/reply/warble_store", save)
+                     for as_node in ("worker-1", "worker-3")]
             await wait_until(lambda: service.get("held")["state"] == "done", 30, what="job held done")
-            return service.store.get("ada", "k")
+            return codes, service.store.get("ada", "k")
         finally:
             rogue.close()
             await worker.shutdown()
             await server.shutdown()
 
-    assert asyncio.run(scenario()) is None
+    codes, saved = asyncio.run(scenario())
+    assert codes[0] == NOT_AUTHORIZED and saved is None

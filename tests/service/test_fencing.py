@@ -45,7 +45,8 @@ def test_a_run_that_lost_its_job_cannot_save_load_or_act(broker, observer, tmp_p
             await wait_until(lambda: service.get("count")["state"] == "running", what="the job running")
             assert service.get("count")["node"] == "worker-1"
             publish = worker_1.publish
-            worker_1.publish = lambda topic, *a, **kw: False if "/pong/" in topic else publish(topic, *a, **kw)
+            worker_1.publish = lambda topic, *a, **kw: False if topic.endswith("/reply/ping") else publish(topic, *a,
+                                                                                                           **kw)
             await wait_until(lambda: service.get("count")["node"] == "worker-2", 30, what="the job on worker-2")
             worker_1.publish = publish
             await wait_until(lambda: "worker-1" in registry.healthy_nodes("warble"), 30, what="worker-1 back")
@@ -53,9 +54,9 @@ def test_a_run_that_lost_its_job_cannot_save_load_or_act(broker, observer, tmp_p
             service.submit("ada", "SLEEP(10)", job_id="other")
             await wait_until(lambda: service.get("other")["node"] == "worker-1", 30, what="the other job on worker-1")
             # What the stale run would send, sent now: a SAVE for the job's first attempt, from worker-1.
-            await asyncio.to_thread(observer.publish, "picluster/warble/store", json.dumps({
+            await asyncio.to_thread(observer.publish, "picluster/nodes/worker-1/reply/warble_store", json.dumps({
                 "op": "save", "user": "ada", "name": "n", "value": ["int", "41"], "job": "count", "attempt": 1,
-                "correlation": "stale-save", "reply_to": "picluster/nodes/worker-1/reply/warble_store"}))
+                "correlation": "stale-save"}))
             await wait_until(lambda: service.get("count")["state"] == "done", 60, what="the job done")
             await wait_until(lambda: "count" not in stale.running, 30, what="the stale run ended")
             await asyncio.sleep(0.5)  # anything the stale run still sent arrives
@@ -65,7 +66,7 @@ def test_a_run_that_lost_its_job_cannot_save_load_or_act(broker, observer, tmp_p
     assert job["attempts"] == 2 and job["node"] == "worker-2" and job["result"]["output"] == ["1"]
     assert counter == 1                                   # counted once
     refusal = next(json.loads(m.payload) for m in observer.messages
-                   if m.topic == "picluster/nodes/worker-1/reply/warble_store" and b"stale-save" in m.payload)
+                   if m.topic == "picluster/nodes/worker-1/cmd/warble_store" and b"stale-save" in m.payload)
     assert refusal["stale"] is True and "attempt 1) no longer holds the job" in refusal["error"]
     lights = [(light["index"], light["attempt"], light["node"]) for light in lights_of(observer, "count")]
     if revoke == "told":

@@ -36,9 +36,8 @@ def test_store_and_result_topics_refuse_strangers(broker, observer, tmp_path, ca
             saved = service.submit("alice", 'SAVE("secret","s3cret")')
             await wait_until(lambda: service.get(saved["id"])["state"] == "done")
             # A stranger asks for alice's value, pretending to be the worker.
-            await asyncio.to_thread(observer.publish, "picluster/warble/store", json.dumps({
-                "op": "load", "user": "alice", "name": "secret", "correlation": "x",
-                "reply_to": "picluster/nodes/worker-1/reply/warble_store"}))
+            await asyncio.to_thread(observer.publish, "picluster/nodes/worker-1/reply/warble_store", json.dumps({
+                "op": "load", "user": "alice", "name": "secret", "correlation": "x"}))
             # (Refused: no job attempt of alice holds a job there; see docs/protocol.md on ACLs for the rest.)
             await wait_until(lambda: any("does not hold a job of user 'alice' there" in r.getMessage()
                                          for r in caplog.records), what="store request refused")
@@ -55,7 +54,7 @@ def test_store_and_result_topics_refuse_strangers(broker, observer, tmp_path, ca
             return service.get(waiting["id"]), service.leaderboard.snapshot(), service.get(reads["id"])
 
     waiting, board, reads = asyncio.run(scenario())
-    assert not [m for m in observer.messages if m.topic == "picluster/nodes/worker-1/reply/warble_store"
+    assert not [m for m in observer.messages if m.topic == "picluster/nodes/worker-1/cmd/warble_store"
                 and b"s3cret" in m.payload]
     assert any("does not hold a job of user 'alice' there" in r.getMessage() for r in caplog.records)
     assert waiting["result"]["output"] == ["1"]  # the real result, not the forged one
