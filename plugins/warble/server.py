@@ -593,6 +593,10 @@ class WarbleServer:
         if state == "running":
             if not self.queue.mark_running(job_id, worker, self.lease, attempt=attempt):
                 self.stats["stale_replies"] += 1
+                return
+            # Progress for the client that waits (it may not read the workers' topics): running, and where.
+            job = self.queue.get(job_id)
+            self._publish_result(job, {"id": job_id, "user": job.user, "status": "running", "node": worker})
             return
         if state != "done" or not isinstance(reply.get("result"), dict):
             raise PayloadError(f"warble reply from {worker} for {job_id}: unknown state {state!r}")

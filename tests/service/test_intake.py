@@ -75,11 +75,12 @@ def test_mqtt5_request_response_is_honoured(broker, tmp_path):
             props.CorrelationData = b"req-42"
             props.UserProperty = ("user", "grace")
             client.publish("picluster/warble/submit", "PRINT(40+2)", qos=1, properties=props)
-            await wait_until(lambda: len(answers) >= 2)
+            await wait_until(lambda: len(answers) >= 3)
 
     asyncio.run(scenario())
     client.loop_stop()
-    ack, result = (json.loads(p) for _, p, _ in answers[:2])
+    ack, running, result = (json.loads(p) for _, p, _ in answers[:3])
+    assert running["status"] == "running" and running["node"] == "worker-1"
     assert ack["status"] == "queued" and ack["user"] == "grace"
     assert result["output"] == ["42"] and result["id"] == ack["id"]
     assert {c for _, _, c in answers} == {b"req-42"}

@@ -18,15 +18,16 @@ def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_pat
     async def scenario():
         async with InProcessCluster(broker.url, tmp_path):
             sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-t", "picluster/warble/results/#",
-                                    "-C", "2", "-W", "30"], stdout=subprocess.PIPE, text=True)
+                                    "-C", "3", "-W", "30"], stdout=subprocess.PIPE, text=True)
             await asyncio.sleep(0.5)  # let mosquitto_sub subscribe
             subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", "picluster/warble/submit",
                             "-m", "#pi{FOR(i=0;i<3;i++){PRINT(i)}}"], check=True)
             out, _ = await asyncio.to_thread(sub.communicate, timeout=40)
             return [json.loads(line) for line in out.splitlines()]
 
-    ack, result = asyncio.run(scenario())
+    ack, running, result = asyncio.run(scenario())
     assert ack["status"] == "queued" and ack["user"] == "anonymous"
+    assert running["status"] == "running" and running["node"] in ("worker-1", "worker-2")
     assert result["id"] == ack["id"]
     assert result["status"] == "ok"
     assert result["output"] == ["0", "1", "2"]
