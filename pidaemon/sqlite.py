@@ -13,14 +13,17 @@ A file that is not a database, or fails SQLite's quick check, raises
 caller's: `set_aside` moves it (and its `-wal` and `-shm`) out of the way with
 a timestamp, for a file that can be rebuilt (the registry rebuilds itself from
 the nodes' retained messages); a file holding what was acknowledged to a user
-(queued jobs, saved values) is not set aside silently.
+(queued jobs, saved values) is first read back, row by row, as far as it can
+be (`read_back`), and the caller says what it kept and what it lost.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 WAL_CHECKPOINT_PAGES = 256        # pages (1 MiB at 4 KiB) between automatic checkpoints
 WAL_SIZE_LIMIT = 1024 * 1024      # bytes the -wal file is cut back to after a checkpoint
@@ -85,3 +88,52 @@ def connect_or_start_afresh(path: str | Path, log, what: str, consequence: str, 
         moved = set_aside(path)
         log.error("%s: %s; moved it to %s and started with an empty one (%s)", what, exc, moved.name, consequence)
         return connect(path, **kwargs)
+
+
+@dataclass
+class Readback:
+    """What could be read back from a damaged table."""
+
+    rows: list[tuple]                                # whole rows, in the columns asked for
+    keys_only: list[Any] = field(default_factory=list)  # rows of which only the key column could be read
+    incomplete: bool = False                         # a scan of the table failed: rows may be missing
+
+
+def read_back(path: str | Path, table: str, columns: tuple[str, ...], key: str) -> Readback:
+    """Read, row by row, what a damaged database still holds of `table` (a damaged page costs the
+    rows on it, not the whole table).  Raises CorruptDatabase when nothing can be read at all."""
+    try:
+        db = sqlite3.connect(str(path))
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabase(path, str(exc)) from None
+    try:
+        rowids: set[int] = set()
+        failure: str | None = None
+        for order in ("ASC", "DESC"):  # from both ends: a broken page in the middle stops one scan only
+            try:
+                for (rowid,) in db.execute(f"SELECT rowid FROM {table} ORDER BY rowid {order}"):
+                    rowids.add(rowid)
+            except sqlite3.DatabaseError as exc:
+                failure = failure or str(exc)
+        incomplete = failure is not None
+        if not rowids and incomplete:
+            raise CorruptDatabase(path, f"{failure}: not one row of {table} can be read")
+        back = Readback([], [], incomplete)
+        wanted = ", ".join(columns)
+        for rowid in sorted(rowids):
+            try:
+                row = db.execute(f"SELECT {wanted} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+            except sqlite3.DatabaseError:
+                try:
+                    row = None
+                    back.keys_only.append(db.execute(f"SELECT {key} FROM {table} WHERE rowid = ?",
+                                                     (rowid,)).fetchone()[0])
+                except sqlite3.DatabaseError:
+                    back.incomplete = True
+            if row is not None:
+                back.rows.append(row)
+        return back
+    except sqlite3.DatabaseError as exc:  # "file is not a database": no table to read at all
+        raise CorruptDatabase(path, str(exc)) from None
+    finally:
+        db.close()

@@ -117,6 +117,14 @@ class SqliteStore(_QuotaMixin):
                 "SELECT name FROM warble_values WHERE user = ? ORDER BY name", (user,)).fetchall()
         return [r[0] for r in rows]
 
+    def restore(self, rows: list[tuple]) -> None:
+        """Put back (user, name, kind, value) rows read from a damaged store (quotas are not checked again)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO warble_values (user, name, kind, value) VALUES (?, ?, ?, ?)",
+                                 rows)
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -480,6 +480,14 @@ class JobQueue:
 
     # ------------------------------------------------------------ reading
 
+    def record_lost(self, job_id: str, message: str) -> Job:
+        """A job known only by its id (read back from a damaged file): failed, so that its owner is answered."""
+        now = self.clock()
+        result = {"id": job_id, "status": "failed", "output": [], "error": {"message": message}}
+        self.db.execute("INSERT OR IGNORE INTO jobs (id, user, source, state, submitted, updated, result)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, "unknown", "", FAILED, now, now, json.dumps(result)))
+        return self.get(job_id)
+
     def get(self, job_id: str) -> Job | None:
         row = self.db.execute(f"{self._SELECT} WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row is not None else None

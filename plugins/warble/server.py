@@ -44,6 +44,7 @@ from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription, topic_matches
 from pidaemon.names import topic_name_problem
 from pidaemon.schema import Checked, Integer, ListOf, Number, String, settings
+from pidaemon.sqlite import CorruptDatabase
 from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
 from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.posts import NoWarble, program_of
@@ -55,6 +56,7 @@ from .hookspecs import WarbleHooks
 from .jobqueue import (ACTIVE_STATES, REJECTED, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
                        RateLimiter, StorageFailed, disk_full, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
+from .recovery import QueueRecovery, recover_queue, recover_store
 from .worker_choice import WorkerLoad, pick_worker
 
 
@@ -229,6 +231,7 @@ class WarbleServer:
         self.store: SqliteStore | None = None
         self.leaderboard: Leaderboard | None = None
         self.registry: RegistryPlugin | None = None
+        self._lost_jobs: list[str] = []  # ids read back alone from a damaged queue: answered once connected
         self._wake = asyncio.Event()
         self._store_wake = asyncio.Event()
         self._store_requests = TakeTurns()
@@ -247,15 +250,41 @@ class WarbleServer:
     def pidaemon_configure(self, node):
         self.registry = node.lookup(RegistryPlugin)
         config = self.config
-        self.queue = JobQueue(self.db_path, QueueLimits(
+        limits = QueueLimits(
             max_attempts=config.max_attempts, queue_deadline=config.queue_deadline, max_queued=config.max_queued,
             per_user_queued=config.per_user_queued, per_user_rate=config.per_user_rate,
             per_user_burst=config.per_user_burst, per_origin_queued=config.per_origin_queued,
             per_origin_rate=config.per_origin_rate, per_origin_burst=config.per_origin_burst,
-            max_rejected_kept=config.max_rejected_kept))
-        self.store = SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length)
+            max_rejected_kept=config.max_rejected_kept)
+        self.queue = self._open_damaged_or_not(self.db_path, "job queue", lambda: JobQueue(self.db_path, limits),
+                                               recover_queue)
+        self.store = self._open_damaged_or_not(
+            self.store_path, "SAVE/LOAD store",
+            lambda: SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length),
+            recover_store)
         self.leaderboard = Leaderboard(self.queue.db)  # the queue's file and connection
         node.events.on(NODE_STATE, self._node_changed)
+
+    def _open_damaged_or_not(self, path: Path, what: str, open_file, recover):
+        """Open a state file; a damaged one is read back into a fresh one (`recovery.py`), saying so.
+
+        When nothing of it can be read, the error says which file and what to do, and the plugin fails
+        (the server role requires it: the daemon stops rather than claim to be ready).
+        """
+        try:
+            return open_file()
+        except CorruptDatabase as damage:
+            try:
+                opened, report = recover(path, open_file)
+            except CorruptDatabase as unreadable:
+                raise CorruptDatabase(path, f"{unreadable.reason}; it holds what users were told was kept, so it "
+                                            f"was left in place: restore it from a backup, or move it away to "
+                                            f"start with an empty {what}") from None
+            description = report if isinstance(report, str) else report.describe()
+            self.node.log.error("warble: the %s %s is damaged (%s): %s", what, path, damage.reason, description)
+            if isinstance(report, QueueRecovery):
+                self._lost_jobs.extend(report.failed_ids)
+            return opened
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
@@ -274,6 +303,9 @@ class WarbleServer:
     @hookimpl
     def pidaemon_connected(self, node):
         node.publish(node.topic("warble", "leaderboard"), self.leaderboard.snapshot(), qos=1, retain=True)
+        for job_id in self._lost_jobs:  # read back from a damaged queue by their id alone: their owners hear
+            self._publish_result(self.queue.get(job_id), self.queue.get(job_id).result)
+        self._lost_jobs.clear()
         self._wake.set()
 
     @hookimpl
