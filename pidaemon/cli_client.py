@@ -208,7 +208,8 @@ class CliClient:
         """
         from .bus import encode_payload
 
-        info = self.client.publish(topic, encode_payload(payload), qos=1, retain=retain)
+        info = self.client.publish(topic, encode_payload(payload), qos=1, retain=retain,
+                                   properties=self._origin_properties())
         with self._cond:
             if not self._cond.wait_for(lambda: info.mid in self._pubacks, timeout):
                 return False
@@ -216,6 +217,18 @@ class CliClient:
         if reason is not None and reason.is_failure:
             raise PublishRefused(f"the broker {self.settings.broker} refused the message on {topic}: {reason}")
         return True
+
+    def _origin_properties(self):
+        """Under MQTT v5, the user property `client_id`: the Warble server counts a client's
+        submissions together (its per-client share) whatever user names they carry."""
+        if self.settings.protocol != "5":
+            return None
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.UserProperty = ("client_id", self.settings.client_id)
+        return properties
 
     def next_event(self, timeout: float | None) -> Message | ConnectionChange | None:
         """The next message or change of the connection, or None after `timeout` seconds."""

@@ -460,7 +460,8 @@ class WarbleRequestHandler(BaseHTTPRequestHandler):
                 raise Refusal(HTTPStatus.BAD_REQUEST, 'expected {"user": str, "source": str}')
             text, user = request["source"], str(request.get("user") or user)
             job_id = None if request.get("id") is None else str(request["id"])
-        answer = self.plugin.call(self.plugin.service.submit, user, text, job_id=job_id)
+        answer = self.plugin.call(self.plugin.service.submit, user, text, job_id=job_id,
+                                  origin=f"http:{self.client_address[0]}")  # per-client limits
         status = HTTPStatus.UNPROCESSABLE_ENTITY if answer.get("status") == "rejected" else HTTPStatus.ACCEPTED
         return self.send_json(status, answer)
 

@@ -160,3 +160,32 @@ def test_store_requests_are_served_to_users_in_turn(broker, tmp_path):
     assert len(waits) == 30
     # At most one: in turn, not behind every request of the seven flooding jobs.
     assert max(waits) <= 1, waits
+
+
+def test_http_submissions_count_against_their_client_address(broker, tmp_path):
+    """Rotating user names over HTTP does not escape the per-client share: the origin is the address."""
+    import urllib.error
+    import urllib.request
+
+    from tests.support.mosquitto import free_port
+
+    port = free_port()
+
+    def post(user: str) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/warbles", method="POST",
+                                         data=json.dumps({"user": user, "source": "PRINT(1)"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=0, http_listen=f"127.0.0.1:{port}",
+                                    per_origin_queued=3):
+            return [await asyncio.to_thread(post, f"user-{i}") for i in range(5)]
+
+    answers = asyncio.run(scenario())
+    assert [status for status, _ in answers] == [202, 202, 202, 422, 422]
+    assert answers[3][1]["error"]["reason"] == "origin_share"

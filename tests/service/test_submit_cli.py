@@ -349,3 +349,17 @@ def test_without_a_broker_user_under_the_shipped_acl(acl_broker, tmp_path, capsy
     # The status topics are out of reach; the registry's own "stopped" mark tells.
     assert re.match(r"server server stopped \d+s ago, at [0-9:]+ \(its registry's last update says so\)\.\n",
                     stale_table), stale_table
+
+
+def test_under_mqtt5_submissions_carry_the_client_id_that_the_server_counts_them_by(broker, observer, tmp_path,
+                                                                                    capsys):
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=1) as cluster:
+            await registry_says(observer, server="online", worker_1="online")
+            code = await asyncio.to_thread(run_submit, "PRINT(1)", "--wait", "--protocol", "5", "--broker",
+                                           broker.url)
+            job = job_id_in(capsys.readouterr().err)
+            return code, cluster.service.queue.get(job).origin
+
+    code, origin = asyncio.run(scenario())
+    assert code == 0 and origin.startswith("mqtt:")
