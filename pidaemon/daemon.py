@@ -137,7 +137,8 @@ class Daemon:
 
     @property
     def state_dir(self) -> Path:
-        return Path(self.config["node"]["state_dir"])
+        """The node's writable directory (`node.state_dir`, `~` meaning the user's home)."""
+        return Path(self.config["node"]["state_dir"]).expanduser()
 
     def topic(self, *levels: str) -> str:
         """A full topic under the configured prefix: `node.topic("nodes", node.id, "cmd", "#")`."""

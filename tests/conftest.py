@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tests.support.mosquitto import Mosquitto
@@ -25,3 +27,22 @@ def observer(broker):
     watcher = Observer(broker.port)
     yield watcher
     watcher.close()
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session):
+    session.config.checkout_before = _untracked_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write only into temporary directories: a node's state left in the checkout fails the run."""
+    left = sorted(_untracked_state() - session.config.checkout_before)
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\ntests left state in the checkout: {', '.join(left)}")
+
+
+def _untracked_state() -> set[str]:
+    return {p.name for p in CHECKOUT.iterdir() if p.name.startswith(".pidaemon") or p.suffix == ".sqlite3"}

@@ -11,7 +11,6 @@ from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.nodes import make_daemon
 
 
-
 def make_certificates(directory):
     """A throw-away CA and a server certificate for 127.0.0.1/localhost."""
     def run(*args):

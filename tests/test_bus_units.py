@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pidaemon.bus import Message, PayloadError, encode_payload, full_jitter_delay, topic_matches
+from pidaemon.bus import (
+    Message,
+    PayloadError,
+    encode_payload,
+    full_jitter_delay,
+    topic_matches,
+)
 
 
 def test_full_jitter_stays_within_the_growing_capped_window():

@@ -132,7 +132,7 @@ def test_errors_from_environment_and_local_file_name_their_origin(tmp_path):
 
 
 def test_local_config_named_in_the_role_file_is_optional(tmp_path):
-    role = write(tmp_path / "worker.yaml", WORKER + f"\n# per node\n")
+    role = write(tmp_path / "worker.yaml", WORKER + "\n# per node\n")
     text = role.read_text().replace('  id: "pi-{mac6}"', f'  id: "pi-{{mac6}}"\n  local_config: {tmp_path}/absent.yaml')
     role.write_text(text)
     assert load(role).sources == [str(role)]

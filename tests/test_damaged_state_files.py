@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from pidaemon.sqlite import WAL_SIZE_LIMIT, CorruptDatabase, connect, set_aside
-from tests.control.helpers import daemon, registry_section
+from tests.support.control_plane import daemon, registry_section
 
 GARBAGE = b"this is not a database, it was overwritten " * 200
 
@@ -82,8 +82,9 @@ def damage_index(path, index: str) -> None:
 def test_a_damaged_queue_is_read_back_and_its_acknowledged_jobs_run(broker, tmp_path, caplog):
     """Before: a damaged queue file disabled the Warble service; 20 acknowledged jobs never ran."""
     from pidaemon_plugins.warble.jobqueue import JobQueue
-    from tests.service.cluster import InProcessCluster
+
     from tests.support.waiting import wait_until
+    from tests.support.warble_cluster import InProcessCluster
 
     queue = JobQueue(tmp_path / "jobs.sqlite3")
     for n in range(20):
@@ -111,8 +112,8 @@ def test_a_damaged_queue_is_read_back_and_its_acknowledged_jobs_run(broker, tmp_
 
 def test_a_queue_that_cannot_be_read_at_all_stops_a_server_that_requires_it(tmp_path):
     from pidaemon.daemon import DaemonError
-    from tests.service.cluster import server_plugins
     from tests.support.nodes import make_daemon
+    from tests.support.warble_cluster import server_plugins
 
     damage(tmp_path / "jobs.sqlite3", "garbage")
     plugins = server_plugins(tmp_path)
@@ -136,8 +137,9 @@ def test_a_queue_that_cannot_be_read_at_all_stops_a_server_that_requires_it(tmp_
 
 
 def test_a_damaged_store_keeps_the_values_it_can_read(tmp_path):
-    from pidaemon.warble import SqliteStore
     from pidaemon_plugins.warble.recovery import recover_store
+
+    from pidaemon.warble import SqliteStore
 
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(str(path))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -238,3 +238,25 @@ def test_sim_runs_signing_plugins_insecure_unless_told_otherwise(tmp_path):
     discovery = cluster.workers[0].config.plugin_sections["discovery"]
     assert announce["insecure"] is True
     assert (discovery["insecure"], discovery["secret"]) == (False, "a-secret-of-our-own")
+
+
+def test_a_state_directory_that_cannot_be_written_stops_the_daemon_saying_what_to_change(tmp_path):
+    """Before: the server's plugins failed one by one ("optional") and the node still said it was online."""
+    from pidaemon.daemon import DaemonError
+    from tests.support.nodes import make_daemon
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state directory should be")
+    node = make_daemon("stateless", "mqtt://127.0.0.1:1")
+    node.config["node"]["state_dir"] = str(blocker / "state")
+
+    async def scenario():
+        try:
+            await node.start()
+        finally:
+            await node.shutdown()
+
+    with pytest.raises(DaemonError, match=r"node.state_dir .*/not-a-directory/state is not a writable directory "
+                                          r"\(.*\): create it for the daemon's user, or choose another with "
+                                          r"--set node.state_dir=DIR"):
+        asyncio.run(scenario())

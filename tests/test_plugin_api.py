@@ -17,7 +17,6 @@ from pidaemon.events import EventError
 from pidaemon.hooks import FAILURE_LOG_INTERVAL
 from pidaemon.schema import ListOf, Number, String, settings
 from tests.support.nodes import make_daemon
-from tests.support.observer import Observer
 from tests.support.plugins import catalog_with
 from tests.support.waiting import wait_until
 
@@ -170,7 +169,12 @@ def test_no_tracing_unless_asked(monkeypatch, caplog):
 
 
 def test_trace_plugins_flag_of_pidaemon_run(tmp_path, broker):
-    from tests.support.nodes import node_config, start_node_process, wait_for_log, write_config
+    from tests.support.nodes import (
+        node_config,
+        start_node_process,
+        wait_for_log,
+        write_config,
+    )
 
     config = write_config(tmp_path / "t.yaml", node_config("flagged", broker.url, plugins={"ping": {}}))
     process = start_node_process(config, "--trace-plugins")

@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
+from pidaemon_plugins.warble import hookspecs as warble_hookspecs
 
 import pidaemon
 from pidaemon import hookspecs
 from pidaemon.daemon import Daemon
-from pidaemon_plugins.warble import hookspecs as warble_hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()

@@ -14,7 +14,12 @@ import pytest
 
 from pidaemon import hookimpl
 from pidaemon.daemon import DaemonError
-from tests.support.nodes import make_daemon, node_config, start_node_process, write_config
+from tests.support.nodes import (
+    make_daemon,
+    node_config,
+    start_node_process,
+    write_config,
+)
 from tests.support.plugins import catalog_with, pip_install
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.service.cluster import server_config, worker_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import start_node_process, write_config
 from tests.support.observer import Observer
+from tests.support.warble_cluster import server_config, worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"user{i}" for i in range(5)]

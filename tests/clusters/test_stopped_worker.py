@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.cluster import server_config, worker_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import start_node_process, write_config
 from tests.support.observer import Observer
+from tests.support.warble_cluster import server_config, worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTER = 'SLEEP(8);LIGHTS(0,0,0,255);x=LOAD("n");x++;SAVE("n",x);PRINT(x)'

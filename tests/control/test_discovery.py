@@ -15,11 +15,24 @@ import sys
 import time
 
 import pytest
+from pidaemon_plugins.discovery.datagram import (
+    HEADER,
+    MAGIC,
+    Announcement,
+    decode,
+    encode,
+)
 
 from pidaemon.daemon import DaemonError
-from pidaemon_plugins.discovery.datagram import HEADER, MAGIC, Announcement, decode, encode
-from tests.control.helpers import (SECRET, announce_section, daemon, discovery_section, free_udp_port,
-                                   registry_section, wait_until)
+from tests.support.control_plane import (
+    SECRET,
+    announce_section,
+    daemon,
+    discovery_section,
+    free_udp_port,
+    registry_section,
+    wait_until,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.observer import Observer
 
@@ -355,7 +368,7 @@ def test_announcements_of_another_cluster_are_not_taken(tmp_path):
 
 
 def test_a_node_waiting_for_its_server_stops_on_sigterm(tmp_path):
-    from tests.control.helpers import config_mapping
+    from tests.support.control_plane import config_mapping
     from tests.support.nodes import start_node_process, wait_for_log, write_config
 
     data = config_mapping("waiting", None, tmp_path / "state",

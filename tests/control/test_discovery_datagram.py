@@ -11,11 +11,22 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pidaemon_plugins.discovery.counter import AnnouncementCounter
-from pidaemon_plugins.discovery.datagram import (HEADER, MAGIC, MAX_DATAGRAM_SIZE, Announcement, DatagramError, Query,
-                                                 decode, decode_query, encode, encode_query, from_txt,
-                                                 query_port_from_txt, to_txt)
+from pidaemon_plugins.discovery.datagram import (
+    HEADER,
+    MAGIC,
+    MAX_DATAGRAM_SIZE,
+    Announcement,
+    DatagramError,
+    Query,
+    decode,
+    decode_query,
+    encode,
+    encode_query,
+    from_txt,
+    query_port_from_txt,
+    to_txt,
+)
 from pidaemon_plugins.discovery.freshness import Freshness, Verdict
 
 SECRET = "s3cret"

@@ -9,9 +9,17 @@ import signal
 
 import pytest
 
-from tests.control.helpers import (announce_section, config_mapping, daemon, discovery_section, free_udp_port,
-                                   latest_json, registry_section, wait_until)
-from tests.control.test_registration import stop_all
+from tests.support.control_plane import (
+    announce_section,
+    config_mapping,
+    daemon,
+    discovery_section,
+    free_udp_port,
+    latest_json,
+    registry_section,
+    stop_all,
+    wait_until,
+)
 from tests.support.nodes import start_node_process, write_config
 
 PING_INTERVAL, MISSED = 0.5, 3

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pidaemon.cli import main
-from tests.control.helpers import daemon, registry_section, wait_until
+from tests.support.control_plane import daemon, registry_section, wait_until
 
 
 def test_forget_an_offline_node_refuse_an_online_one_name_an_unknown_one(broker, observer, tmp_path, capsys):

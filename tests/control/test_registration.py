@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 
 from pidaemon import nodeinfo
-from tests.control.helpers import (SECRET, announce_section, config_mapping, daemon, discovery_section, free_udp_port,
-                                   registry_nodes, registry_section, wait_until)
+from tests.support.control_plane import (
+    SECRET,
+    announce_section,
+    config_mapping,
+    daemon,
+    discovery_section,
+    free_udp_port,
+    registry_nodes,
+    registry_section,
+    stop_all,
+    wait_until,
+)
 from tests.support.nodes import start_node_process, write_config
 
 
@@ -27,16 +36,7 @@ def worker_processes(tmp_path, udp_port, count, **discovery):
     return processes
 
 
-def stop_all(processes):
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except Exception:
-            process.kill()
+
 
 
 def test_three_workers_without_broker_address_register_with_ip_and_mac(broker, observer, tmp_path):

@@ -10,13 +10,20 @@ import math
 import sqlite3
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from pidaemon.bus import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pidaemon_plugins.registry import NodeRecord
 from pidaemon_plugins.registry.telemetry_summary import summarize_telemetry
 from pidaemon_plugins.warble.worker_choice import WorkerLoad, pick_worker
-from tests.control.helpers import daemon, latest_json, registry_nodes, registry_section, wait_until
+
+from pidaemon.bus import Message
+from tests.support.control_plane import (
+    daemon,
+    latest_json,
+    registry_nodes,
+    registry_section,
+    wait_until,
+)
 
 
 def make_registry(tmp_path, **extra):

@@ -12,9 +12,21 @@ import subprocess
 import sys
 import time
 
-from pidaemon.status_cli import _clock, add_commands, format_table, report_from_registry, server_state
-from tests.control.helpers import daemon, registry_nodes, registry_section, wait_until
-from tests.control.test_telemetry import fake_thermal_tree
+from pidaemon.status_cli import (
+    _clock,
+    add_commands,
+    format_table,
+    report_from_registry,
+    server_state,
+)
+from tests.support.control_plane import (
+    daemon,
+    fake_thermal_tree,
+    registry_nodes,
+    registry_section,
+    wait_until,
+)
+
 
 def run_status(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="pidaemon")

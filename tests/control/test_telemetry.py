@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import stat
 from pathlib import Path
 
 import psutil
 import pytest
-
 from pidaemon_plugins.system import SystemReadings, parse_throttled
-from tests.control.helpers import daemon
-from tests.control.schema_check import SchemaUnsupported, check_schema, validate
+
+from tests.support.control_plane import daemon, fake_thermal_tree, fake_vcgencmd
 from tests.support.observer import Observer
+from tests.support.schema_check import SchemaUnsupported, check_schema, validate
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "telemetry.schema.json"
 
@@ -24,22 +23,6 @@ def schema():
     loaded = json.loads(SCHEMA_PATH.read_text())
     check_schema(loaded)  # only keywords the checker implements
     return loaded
-
-
-def fake_thermal_tree(root: Path) -> Path:
-    for index, (kind, millidegrees) in enumerate([("cpu-thermal", 48312), ("gpu-thermal", 45000)]):
-        zone = root / f"thermal_zone{index}"
-        zone.mkdir(parents=True)
-        (zone / "type").write_text(kind + "\n")
-        (zone / "temp").write_text(f"{millidegrees}\n")
-    (root / "cooling_device0").mkdir()  # not a zone: ignored
-    return root
-
-
-def fake_vcgencmd(path: Path, answer: str = "throttled=0x50005") -> Path:
-    path.write_text(f"#!/bin/sh\n[ \"$1\" = get_throttled ] && echo '{answer}' && exit 0\nexit 1\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return path
 
 
 def test_published_telemetry_matches_the_schema_with_fake_thermal_and_real_psutil(broker, observer, tmp_path, schema):

@@ -12,9 +12,9 @@ import time
 from pidaemon_plugins.telemetry_store.database import TelemetryStore, flatten_numbers
 from pidaemon_plugins.telemetry_store.limits import DropLog, NodeRates, count_keys
 
-from tests.control.helpers import daemon, wait_until
-from tests.control.test_forwarder import Endpoint
+from tests.support.control_plane import daemon, wait_until
 from tests.support.observer import Observer
+from tests.support.rest_endpoint import Endpoint
 
 MIB = 1 << 20
 

@@ -14,10 +14,9 @@ import re
 import signal
 from pathlib import Path
 
-from tests.service.cluster import InProcessCluster, wait_until
-from tests.service.test_reply_topics import on, props, submit
 from tests.support.mosquitto import Mosquitto, wait_for_port
 from tests.support.observer import Observer
+from tests.support.warble_cluster import InProcessCluster, on, props, submit, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.service.cluster import server_plugins, worker_plugins
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import make_daemon
 from tests.support.waiting import wait_until
+from tests.support.warble_cluster import server_plugins, worker_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 ACL_FILE = ROOT / "config" / "mosquitto.acl"   # a check of this test may point it at another ACL

@@ -14,11 +14,16 @@ import signal
 import time
 
 import pytest
-
 from pidaemon_plugins.warble.jobqueue import ACTIVE_STATES
-from tests.service.cluster import InProcessCluster, wait_until, worker_config
-from tests.service.test_reply_topics import props, submit
+
 from tests.support.nodes import start_node_process, write_config
+from tests.support.warble_cluster import (
+    InProcessCluster,
+    props,
+    submit,
+    wait_until,
+    worker_config,
+)
 
 
 def record_dispatches(service) -> list[str]:

@@ -12,7 +12,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pidaemon_plugins.warble.mastodon_feed import html_to_text
-from tests.service.cluster import InProcessCluster, wait_until
+
+from tests.support.warble_cluster import InProcessCluster, wait_until
 
 STATUSES = [
     {"id": "1001", "account": {"acct": "ada"},

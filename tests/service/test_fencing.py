@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.service.cluster import InProcessCluster, wait_until
+from tests.support.warble_cluster import InProcessCluster, wait_until
 
 COUNTER = 'SLEEP(6);LIGHTS(0,0,0,255);x=LOAD("n");x++;SAVE("n",x);PRINT(x)'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.service.cluster import InProcessCluster, wait_until
+from tests.support.warble_cluster import InProcessCluster, wait_until
 
 
 def test_bad_ids_and_oversized_posts_are_rejected_and_dispatch_goes_on(broker, observer, tmp_path):

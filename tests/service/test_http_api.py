@@ -22,9 +22,9 @@ import time
 import pytest
 
 from pidaemon.daemon import DaemonError
-from tests.service.cluster import InProcessCluster, server_plugins
 from tests.support.mosquitto import free_port
 from tests.support.nodes import make_daemon
+from tests.support.warble_cluster import InProcessCluster, server_plugins
 
 MAX_BODY = 8192  # warble_http's default
 

@@ -14,9 +14,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.service.cluster import InProcessCluster, wait_until
 from tests.support.mosquitto import free_port, wait_for_port
 from tests.support.observer import Observer
+from tests.support.warble_cluster import InProcessCluster, wait_until
 
 
 def http(method, url, body=None, content_type="application/json"):

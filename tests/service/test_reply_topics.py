@@ -15,44 +15,23 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from pidaemon_plugins.warble.server import WarbleServerSettings
 
 from pidaemon.schema import section_of
-from pidaemon_plugins.warble.server import WarbleServerSettings
-from tests.service.cluster import InProcessCluster, wait_until
 from tests.support.mosquitto import Mosquitto
+from tests.support.warble_cluster import (
+    InProcessCluster,
+    is_answer,
+    on,
+    props,
+    submit,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def props(response_topic=None, correlation=None, **user_properties) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)
-    if response_topic is not None:
-        properties.ResponseTopic = response_topic
-    if correlation is not None:
-        properties.CorrelationData = correlation
-    if user_properties:
-        properties.UserProperty = list(user_properties.items())
-    return properties
 
-
-async def submit(observer, payload, properties=None, topic="picluster/warble/submit"):
-    payload = payload if isinstance(payload, str) else json.dumps(payload)
-    await asyncio.to_thread(observer.publish, topic, payload, 1, False, properties)
-
-
-def on(observer, topic):
-    return [m for m in observer.messages if m.topic == topic]
-
-
-def is_answer(message) -> bool:
-    """Something the server says about a job or a history (not a submission, not a node's status)."""
-    try:
-        data = json.loads(message.payload)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and ("status" in data or "jobs" in data)
 
 
 def test_answers_go_only_to_reply_topics_the_allow_list_permits(broker, observer, tmp_path):

@@ -21,11 +21,16 @@ from pathlib import Path
 import pytest
 
 from pidaemon.submit_cli import add_commands
-from tests.control.helpers import registry_nodes
-from tests.service.cluster import InProcessCluster, server_plugins, wait_until, worker_plugins
+from tests.support.control_plane import registry_nodes
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.nodes import make_daemon
 from tests.support.observer import Observer
+from tests.support.warble_cluster import (
+    InProcessCluster,
+    server_plugins,
+    wait_until,
+    worker_plugins,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

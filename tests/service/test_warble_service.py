@@ -6,11 +6,9 @@ import asyncio
 import json
 import subprocess
 
-import pytest
-
 from pidaemon import hookimpl
-from tests.service.cluster import InProcessCluster, wait_until
 from tests.support.plugins import catalog_with
+from tests.support.warble_cluster import InProcessCluster, wait_until
 
 
 def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from pidaemon.config import config_from_mapping
 from pidaemon.daemon import Daemon
 from pidaemon.plugins import PluginCatalog
 
+# Each test node's own state directory, under one that goes when the test run ends.
+_STATE_ROOT = tempfile.TemporaryDirectory(prefix="pidaemon-test-state-")
+STATE_ROOT = _STATE_ROOT.name
+
 FAKE_FACTS = {"hostname": "testhost", "ip": "127.0.0.1", "mac": "02:00:00:00:00:01", "os": "Linux test",
               "machine": "x86_64", "cpu_count": 4}
 
@@ -21,7 +26,7 @@ FAKE_FACTS = {"hostname": "testhost", "ip": "127.0.0.1", "mac": "02:00:00:00:00:
 def node_config(node_id: str, broker_url: str, *, role: str = "worker", plugins=None, **mqtt) -> dict:
     """A small valid configuration mapping for tests (reconnect delays kept short)."""
     return {
-        "node": {"role": role, "id": node_id, "state_dir": "/tmp/pidaemon-test-state"},
+        "node": {"role": role, "id": node_id, "state_dir": tempfile.mkdtemp(prefix=f"{node_id}-", dir=STATE_ROOT)},
         "mqtt": {"broker": broker_url, "keepalive": 5, "reconnect": {"min_delay": 0.1, "max_delay": 1.0}, **mqtt},
         "lifecycle": {"shutdown_timeout": 2},
         "plugins": {"ping": {}} if plugins is None else plugins,

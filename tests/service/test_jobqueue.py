@@ -10,9 +10,17 @@ import subprocess
 import sys
 
 import pytest
-
-from pidaemon_plugins.warble.jobqueue import (DONE, EXPIRED, FAILED, QUEUED, SCHEMA, JobQueue, QueueLimits,
-                                              QueueRefused, StorageFailed)
+from pidaemon_plugins.warble.jobqueue import (
+    DONE,
+    EXPIRED,
+    FAILED,
+    QUEUED,
+    SCHEMA,
+    JobQueue,
+    QueueLimits,
+    QueueRefused,
+    StorageFailed,
+)
 
 
 class FakeClock:

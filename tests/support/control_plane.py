@@ -1,10 +1,11 @@
-"""Shared pieces of the control-plane tests: configurations, waiting, reading retained messages."""
+"""Shared pieces of the control-plane tests: configurations, nodes, fake machine parts, retained messages."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import signal
 import socket
+import stat
 from pathlib import Path
 
 from pidaemon.config import config_from_mapping
@@ -72,3 +73,31 @@ def latest_json(observer, topic: str):
 def registry_nodes(observer, prefix: str = "picluster") -> dict:
     registry = latest_json(observer, f"{prefix}/registry")
     return registry["nodes"] if registry else {}
+
+
+def stop_all(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except Exception:
+            process.kill()
+
+
+def fake_thermal_tree(root: Path) -> Path:
+    for index, (kind, millidegrees) in enumerate([("cpu-thermal", 48312), ("gpu-thermal", 45000)]):
+        zone = root / f"thermal_zone{index}"
+        zone.mkdir(parents=True)
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(f"{millidegrees}\n")
+    (root / "cooling_device0").mkdir()  # not a zone: ignored
+    return root
+
+
+def fake_vcgencmd(path: Path, answer: str = "throttled=0x50005") -> Path:
+    path.write_text(f"#!/bin/sh\n[ \"$1\" = get_throttled ] && echo '{answer}' && exit 0\nexit 1\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path

@@ -1,12 +1,12 @@
-"""Extracting `#pi{...}` from posts, and picking the worker for a job."""
+"""Finding the Warble program in a post: `#pi{...}`, anywhere in a post or at the start of a program."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pidaemon.warble.posts import NoWarble, extract_warble
-from pidaemon_plugins.warble.worker_choice import WorkerLoad, pick_worker
+from pidaemon.warble.posts import NoWarble, extract_warble, leading_hashtag_end, program_of
 
 
 @pytest.mark.parametrize("post, program", [
@@ -40,16 +40,20 @@ def test_extraction_never_fails_otherwise(text):
     assert "#pi" in text.lower() and program in text
 
 
-def test_pick_worker_prefers_the_least_loaded_and_skips_busy_ones():
-    workers = [
-        WorkerLoad("hot", cpu_percent=85.0, capacity=4, in_flight=0),
-        WorkerLoad("full", cpu_percent=5.0, capacity=2, in_flight=2),
-        WorkerLoad("busy", cpu_percent=10.0, capacity=4, in_flight=2),
-        WorkerLoad("idle", cpu_percent=12.0, capacity=4, in_flight=0),
-        WorkerLoad("idler", cpu_percent=3.0, capacity=4, in_flight=0),
-    ]
-    assert pick_worker(workers) == "idler"
-    assert pick_worker(workers[:3]) == "busy"
-    assert pick_worker(workers[:2]) is None
-    assert pick_worker([WorkerLoad("new", None, 1, 0)]) == "new"
-    assert pick_worker(workers, cpu_threshold=90) == "idler"
+@pytest.mark.parametrize("submission, program", [
+    ("PRINT(1)", "PRINT(1)"),                       # a program as it is
+    ("see #pi{PRINT(2)} here", "PRINT(2)"),         # a post: its program
+])
+def test_program_of_a_submission(submission, program):
+    assert program_of(submission) == program
+
+
+def test_a_submission_that_mentions_pi_without_a_program_is_refused():
+    with pytest.raises(NoWarble):
+        program_of("I like #pi but wrote no program")
+
+
+@pytest.mark.parametrize("source, end", [("#pi{PRINT(1)}", 3), ("  \n#PI {x=1}", 6), ("PRINT(1)", None),
+                                         ("x=1 #pi{}", None)])
+def test_where_a_program_written_as_a_post_starts(source, end):
+    assert leading_hashtag_end(source) == end

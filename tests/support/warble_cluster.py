@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.support.nodes import make_daemon, node_config
 from tests.support.waiting import wait_until
@@ -69,3 +73,34 @@ class InProcessCluster:
     async def __aexit__(self, *exc):
         await asyncio.gather(*(w.shutdown() for w in self.workers))
         await self.server.shutdown()
+
+
+# ---------------------------------------------------------------- clients of the service
+
+def props(response_topic=None, correlation=None, **user_properties) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)
+    if response_topic is not None:
+        properties.ResponseTopic = response_topic
+    if correlation is not None:
+        properties.CorrelationData = correlation
+    if user_properties:
+        properties.UserProperty = list(user_properties.items())
+    return properties
+
+
+async def submit(observer, payload, properties=None, topic="picluster/warble/submit"):
+    payload = payload if isinstance(payload, str) else json.dumps(payload)
+    await asyncio.to_thread(observer.publish, topic, payload, 1, False, properties)
+
+
+def on(observer, topic):
+    return [m for m in observer.messages if m.topic == topic]
+
+
+def is_answer(message) -> bool:
+    """Something the server says about a job or a history (not a submission, not a node's status)."""
+    try:
+        data = json.loads(message.payload)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and ("status" in data or "jobs" in data)
