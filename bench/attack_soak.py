@@ -57,7 +57,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -78,6 +78,7 @@ TMPFS_SIZE_MB = 64
 RETRY_UNANSWERED = 3.0      # seconds before a client submits an unanswered id again
 RETRY_WAITING = 10.0        # seconds without news of an acknowledged job before it is submitted again
 BROKER_WINDOW_AFTER = 1.0   # seconds after the broker is back during which a lost connection is still its doing
+LOG_SLACK = 0.05            # node logs give milliseconds, truncated: a line may seem to precede its cause
 ACK_STATES = ("queued", "dispatched", "running")
 
 
@@ -95,12 +96,12 @@ class Schedule:
     drain: float            # at most, for the last results once submissions stop
 
     @classmethod
-    def default(cls) -> "Schedule":
+    def default(cls) -> Schedule:
         return cls(warmup=15, gap=20, broker_down=4, worker_down=5, stop=LEASE + 6.5, server_down=4,
                    disk_full=20, drain=120)
 
     @classmethod
-    def quick(cls) -> "Schedule":
+    def quick(cls) -> Schedule:
         return cls(warmup=4, gap=5, broker_down=2, worker_down=2, stop=LEASE + 2.5, server_down=2,
                    disk_full=6, drain=60)
 
@@ -127,7 +128,15 @@ class Timeline:
         self.broker_down[-1][1] = time.time()
 
     def broker_was_down(self, t: float) -> bool:
-        return any(start <= t <= end + BROKER_WINDOW_AFTER for start, end in self.broker_down)
+        return any(start - LOG_SLACK <= t <= end + BROKER_WINDOW_AFTER for start, end in self.broker_down)
+
+    def server_was_down(self, t: float, slack: float) -> bool:
+        return any(start - slack <= t <= end + slack for start, end in self.server_down)
+
+    def phase_at(self, t: float) -> str:
+        names = [p["name"] for p in self.phases if p["start"] <= t < p["end"]]
+        return names[0] if names else "-"
+
 
 
 # ---------------------------------------------------------------- processes
@@ -253,7 +262,7 @@ class StateDisk:
             self.skip_reason = "not root: cannot mount a tmpfs for the server's state directory"
             return
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
         if done.returncode != 0:
             self.skip_reason = f"mount -t tmpfs failed: {done.stderr.strip() or done.returncode}"
         else:
@@ -285,7 +294,7 @@ class StateDisk:
 
     def unmount(self) -> None:
         if self.mounted:
-            done = subprocess.run(["umount", str(self.path)], capture_output=True, text=True)
+            done = subprocess.run(["umount", str(self.path)], check=False, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"warning: umount {self.path} failed: {done.stderr.strip()}", file=sys.stderr)
             else:
@@ -358,6 +367,7 @@ class SoakJob:
     last_send: float = 0.0
     last_heard: float = 0.0
     subscribed: bool = False
+    last_subscribe: float = 0.0
     acknowledged: bool = False
     rejection: dict | None = None
     finals: list[tuple[float, dict]] = field(default_factory=list)
@@ -412,6 +422,10 @@ class HonestClient:
             self._pending_subacks.clear()
 
     def _subscribe(self, ids: list[str]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            for job_id in ids:
+                self.jobs[job_id].last_subscribe = now
         for start in range(0, len(ids), 200):
             chunk = ids[start:start + 200]
             result, mid = self.client.subscribe([(results_topic(i), 1) for i in chunk])
@@ -481,7 +495,7 @@ class HonestClient:
 
     def tick(self) -> None:
         now = time.monotonic()
-        new: list[SoakJob] = []
+        new: list[str] = []
         again: list[SoakJob] = []
         with self._lock:
             if self.creating:
@@ -491,18 +505,22 @@ class HonestClient:
                     job_id = uuid.uuid4().hex[:16]
                     source = f'SLEEP(0.2);x=LOAD("c{job_id}");x++;SAVE("c{job_id}",x);PRINT(x)'
                     self.jobs[job_id] = job = SoakJob(job_id, self.user, source, time.time())
-                    new.append(job)
+                    new.append(job_id)
             self._last_tick = now
             if not self.connected:
                 return
             for job in self.jobs.values():
-                if not (job.open and job.subscribed):
+                if not job.open:
+                    continue
+                if not job.subscribed:   # a subscription that never came back acknowledged
+                    if job.last_subscribe and now - job.last_subscribe > RETRY_UNANSWERED:
+                        new.append(job.id)
                     continue
                 quiet = now - max(job.last_send, job.last_heard)
                 if quiet >= (RETRY_WAITING if job.acknowledged else RETRY_UNANSWERED):
                     again.append(job)
         if new:
-            self._subscribe([j.id for j in new])
+            self._subscribe(new)
         for job in again:
             self._send(job)
 
@@ -533,7 +551,7 @@ class ClusterWatch:
         self.lock = threading.Lock()
         self.finals: dict[str, list[dict]] = {}
         self.health: dict[str, str] = {}
-        self.final_times: list[float] = []
+        self.first_result: dict[str, float] = {}    # job: when its first final answer (not a rejection) came
         self.worker_outputs: dict[str, list[tuple[str, int, list]]] = {}   # job: (node, attempt, output)
         self.running: dict[str, dict[str, int]] = {}   # node: {job: attempt} started and not done
         self.client = v5_client(f"soak-watch-{uuid.uuid4().hex[:6]}", port)
@@ -555,7 +573,8 @@ class ClusterWatch:
             if levels[-2] == "results":
                 if data.get("status") not in ACK_STATES:
                     self.finals.setdefault(levels[-1], []).append(data)
-                    self.final_times.append(time.time())
+                    if data.get("status") != "rejected":
+                        self.first_result.setdefault(levels[-1], time.time())
             elif levels[-1] == "health":
                 self.health[levels[-2]] = str(data.get("state"))
             elif levels[-1] == "warble" and isinstance(data.get("id"), str):
@@ -575,9 +594,13 @@ class ClusterWatch:
         with self.lock:
             return max(nodes, key=lambda n: (len(self.running.get(n, {})), random.random()))
 
+    def running_on(self, node: str) -> int:
+        with self.lock:
+            return len(self.running.get(node, {}))
+
     def results_between(self, start: float, end: float) -> int:
         with self.lock:
-            return sum(1 for t in self.final_times if start <= t < end)
+            return sum(1 for t in self.first_result.values() if start <= t < end)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -700,20 +723,15 @@ class HostileClient:
             f"{PREFIX}/nodes/{self.random.choice(self.workers)}/cmd/warble", f"{PREFIX}/nodes/server/status",
             f"{PREFIX}/warble/submit", f"{PREFIX}/replies/#", f"{PREFIX}/replies/+/x", f"{PREFIX}/replies",
             f"{PREFIX}/replies/" + "x" * 600, 5, ["a"], {"t": 1}, f"{PREFIX}/replies/mallory"])
-        try:
-            payload = json.dumps({"id": self._new_id(), "user": self._user(), "source": "PRINT(1)",
-                                  "reply_to": reply_to}).encode()
-        except UnicodeEncodeError:
-            payload = json.dumps({"id": self._new_id(), "user": self._user(), "source": "PRINT(1)",
-                                  "reply_to": reply_to}, ensure_ascii=True).encode()
-        self._submit("reply_to outside the allow-list or with control characters", payload)
+        self._submit("reply_to outside the allow-list or with control characters",
+                     {"user": self._user(), "source": "PRINT(1)", "reply_to": reply_to})
 
     def bad_properties(self) -> None:
+        """User properties the server must refuse (control characters: on a throw-away connection, `kamikaze`)."""
         properties = Properties(PacketTypes.PUBLISH)
         properties.UserProperty = [self.random.choice([
-            ("client_id", "x\u0001y"), ("client_id", "c" * 300), ("client_id", ""), ("user", "a/b"),
-            ("user", "mallory\u0007")])]
-        self._submit("v5 user properties with control characters or oversized",
+            ("client_id", "c" * 300), ("client_id", ""), ("client_id", "a/b#+"), ("user", "a/b"), ("user", "#")])]
+        self._submit("v5 user properties oversized, empty or with wildcards",
                      {"user": self._user(), "source": "PRINT(1)"}, properties)
 
     def rotating_users(self) -> None:
@@ -733,7 +751,7 @@ class HostileClient:
             (f"{PREFIX}/warble/history", {"user": "honest-1", "reply_to": f"{PREFIX}/replies/mallory"}),
         ])
         self._publish("node id with '+', forged ping answers, forget and history requests", topic,
-                      json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+                      json.dumps(payload))
 
     def forged_worker_traffic(self) -> None:
         """Junk and forgeries on the workers' topics, with attempts that hold no job (999, not numbers)."""
@@ -781,8 +799,11 @@ class HostileClient:
             client.connect(HOST, self.port, keepalive=5)
             client.loop_start()
             properties = Properties(PacketTypes.PUBLISH)
-            properties.ResponseTopic = self.random.choice([f"{PREFIX}/replies/\u0001", f"{PREFIX}/replies/\uffff",
-                                                           f"{PREFIX}/replies/#"])
+            if self.random.random() < 0.5:
+                properties.ResponseTopic = self.random.choice([f"{PREFIX}/replies/\u0001", f"{PREFIX}/replies/\uffff",
+                                                               f"{PREFIX}/replies/#"])
+            else:
+                properties.UserProperty = [self.random.choice([("client_id", "x\u0001y"), ("user", "m\u0007")])]
             properties.CorrelationData = b"\x00\xff"
             client.publish(f"{PREFIX}/warble/submit", json.dumps({"id": self._new_id(), "user": self._user(),
                                                                   "source": "PRINT(1)"}), 1, properties=properties)
@@ -793,7 +814,7 @@ class HostileClient:
         finally:
             client.loop_stop()
             client.disconnect()
-        self.sent["v5 response topic with control characters (own connection)"] += 1
+        self.sent["v5 response topic or user property with control characters (own connection)"] += 1
 
     def flood(self, seconds: float, per_second: int) -> None:
         """Re-submissions of known ids, anyone's, as fast as allowed: no more answers than one retrying client."""
@@ -883,13 +904,15 @@ class Soak:
             node.terminate()
         self.broker.stop()
 
-    def cleanup(self) -> None:
+    def cleanup(self, keep: bool) -> None:
         for node in [self.server, *self.workers]:
             if node.alive():
-                node.signal_group(signal.SIGCONT) if node.stopped else None
                 node.signal_group(signal.SIGKILL)
         if self.broker.process and self.broker.process.poll() is None:
             self.broker.stop(signal.SIGKILL)
+        if keep and self.disk.mounted:
+            shutil.copytree(self.disk.path, self.work / "server-state-copy",
+                            ignore=shutil.ignore_patterns("filler"))
         self.disk.unmount()
 
     # ------------------------------------------------------------ phases
@@ -900,7 +923,7 @@ class Soak:
         self.timeline.note(f"{name}: start")
         detail = action() or ""
         disrupted = time.time()
-        time.sleep(self.schedule.gap if name != "steady" else 0)
+        time.sleep(self.schedule.gap if action != self.steady else 0)
         end = time.time()
         self.timeline.phases.append({"name": name, "start": start, "disrupted": disrupted, "end": end,
                                      "submitted": self.submitted_count() - submitted,
@@ -919,11 +942,23 @@ class Soak:
         time.sleep(self.schedule.broker_down)
         self.broker.start()
         self.timeline.broker_back()
-        return f"down {self.timeline.broker_down[-1][1] - self.timeline.broker_down[-1][0]:.1f} s"
+        down, up = self.timeline.broker_down[-1]
+        return f"down {up - down:.1f} s; {self.server_back(up)}"
+
+    def server_back(self, since: float) -> str:
+        """When the server was connected again (its log), after `since`: the reconnect backoff shows here."""
+        deadline = time.monotonic() + self.schedule.gap
+        while time.monotonic() < deadline:
+            times = [t for t, _, m in log_entries(self.server.log_path)
+                     if t is not None and t >= since - LOG_SLACK and "connected to broker" in m and "lost" not in m]
+            if times:
+                return f"server connected again {times[0] - since:.1f} s later"
+            time.sleep(0.2)
+        return "server not connected again within the gap"
 
     def worker_kill(self) -> str:
         worker = self._worker(self.watch.busiest([w.name for w in self.workers]))
-        running = len(self.watch.running.get(worker.name, {}))
+        running = self.watch.running_on(worker.name)
         worker.signal_group(signal.SIGKILL)
         time.sleep(self.schedule.worker_down)
         worker.start()
@@ -931,7 +966,7 @@ class Soak:
 
     def worker_stop(self) -> str:
         worker = self._worker(self.watch.busiest([w.name for w in self.workers]))
-        running = len(self.watch.running.get(worker.name, {}))
+        running = self.watch.running_on(worker.name)
         worker.signal_group(signal.SIGSTOP)
         time.sleep(self.schedule.stop)
         worker.signal_group(signal.SIGCONT)
@@ -943,8 +978,8 @@ class Soak:
         self.server.signal_group(signal.SIGKILL)
         time.sleep(self.schedule.server_down)
         self.server.start()
-        self.timeline.server_down[-1][1] = time.time()
-        return f"started again after {self.schedule.server_down:g} s"
+        self.timeline.server_down[-1][1] = started = time.time()
+        return f"started again after {self.schedule.server_down:g} s; {self.server_back(started)}"
 
     def disk_full(self) -> str:
         if not self.disk.mounted:
@@ -1016,14 +1051,17 @@ def log_entries(path: Path):
     for line in path.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
-            stamp = datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+            stamp = datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
             yield stamp.timestamp(), entry.get("level", ""), entry.get("message", "")
         except (ValueError, KeyError, TypeError):
             yield None, "", line
 
 
-MOSQUITTO_FORCED = re.compile(r"^(\d+): Client (\S+) (disconnected due to (?:malformed packet|protocol error)|"
-                              r"has exceeded timeout, disconnecting)")
+# Every line by which mosquitto (2.0) says it dropped a client, rather than the client leaving.
+MOSQUITTO_DROPS = re.compile(r"^(\d+): (?:Bad socket read/write on client (?P<a>\S+): (?P<why_a>.*)"
+                             r"|Client (?P<b>\S+) (?P<why_b>disconnected due to .*|has exceeded timeout.*"
+                             r"|already connected, closing old connection.*)"
+                             r"|Socket error on client (?P<c>\S+), disconnecting.*)$")
 
 
 class Ledger:
@@ -1042,6 +1080,9 @@ class Ledger:
         counts = {(user, name): (kind, value) for user, name, kind, value in
                   read_rows(store_db, "SELECT user, name, kind, value FROM warble_values")}
         self.jobs_ledger(jobs, stored, counts)
+        forged = sorted((u, n, v) for (u, n), (_, v) in counts.items() if n == "stolen" or v == "99")
+        self.out(f"  store values the hostile forged that got in: {len(forged)} {forged[:5] if forged else ''}")
+        self.figures["forged store writes"] = len(forged)
         self.disconnects()
         self.hostile_and_server()
         self.phases()
@@ -1055,7 +1096,12 @@ class Ledger:
         lost = [j for j in acknowledged if not j.finals]
         statuses = Counter(j.finals[0][1].get("status") for j in with_result)
         reasons = Counter((j.rejection.get("error") or {}).get("reason") for j in rejected)
-        duplicated, ran_twice, notes = [], [], []
+        duplicated, ran_twice, notes, causes = [], [], [], Counter()
+        requeues: dict[str, list[tuple[float, str]]] = {}
+        for t, _, message in log_entries(soak.server.log_path):
+            requeued = re.search(r"job (\S+) (re-queued .*|failed: .*)", message)
+            if t is not None and requeued:
+                requeues.setdefault(requeued[1], []).append((t, requeued[2]))
         with soak.watch.lock:
             watched = {k: list(v) for k, v in soak.watch.finals.items()}
             worker_outputs = {k: list(v) for k, v in soak.watch.worker_outputs.items()}
@@ -1067,13 +1113,18 @@ class Ledger:
             kind_value = counts.get((job.user, f"c{job.id}"))
             count = int(kind_value[1]) if kind_value and kind_value[0] == "int" else 0
             printed = {line for a in answers for line in (a.get("output") or [])}
-            printed |= {line for _, _, out in worker_outputs.get(job.id, []) for line in (out or [])}
+            handed_out = row[2] if row else 0   # a reply naming another attempt is a forgery (the hostile's)
+            printed |= {line for _, attempt, out in worker_outputs.get(job.id, [])
+                        if isinstance(attempt, int) and 1 <= attempt <= handed_out for line in (out or [])}
             if len({canonical(a) for a in answers}) > 1:
                 duplicated.append(job.id)
             if count > 1 or printed - {"1"}:
                 ran_twice.append(job.id)
+                causes[soak.timeline.phase_at(requeues[job.id][0][0]) if job.id in requeues else "no re-queue"] += 1
                 notes.append(f"    {job.id}: stored count {count}, printed {sorted(printed)}, attempts "
-                             f"{row[2] if row else '?'}, worker replies {worker_outputs.get(job.id)}")
+                             f"{row[2] if row else '?'}, worker replies {worker_outputs.get(job.id)}"
+                             + "".join(f"; {t - soak.timeline.t0:.1f} s ({soak.timeline.phase_at(t)}): {m}"
+                                       for t, m in requeues.get(job.id, [])))
             if job.finals and job.finals[0][1].get("status") == "ok" and count == 0:
                 notes.append(f"    {job.id}: result ok but no stored count (a SAVE reported done that is not there)")
             if job.after_rejection:
@@ -1095,7 +1146,9 @@ class Ledger:
         self.out(f"  lost            {len(lost):6d}  acknowledged, no final answer after the final re-submission round")
         self.out(f"  duplicated      {len(duplicated):6d}  one id, final answers that differ (or differ from the "
                  f"stored result)")
-        self.out(f"  ran twice       {len(ran_twice):6d}  stored count above 1, or a run printed more than 1")
+        self.out(f"  ran twice       {len(ran_twice):6d}  stored count above 1, or a run printed more than 1"
+                 + ("; by the phase of their first re-queue: "
+                    + ", ".join(f"{c} {n}" for c, n in causes.most_common()) if causes else ""))
         resends = sum(j.sends for j in jobs.values()) - len(jobs)
         reconnections = sum(c.reconnections - 1 for c in soak.clients)
         self.out(f"  (re-submissions of the same id: {resends}; client reconnections: {reconnections})")
@@ -1115,27 +1168,39 @@ class Ledger:
             times = [t for t, _, message in log_entries(node.log_path)
                      if t is not None and "lost connection to broker" in message]
             lost_lines[node.name] = (len(times), [t for t in times if not timeline.broker_was_down(t)])
-        forced_mosquitto = Counter()
-        for line in soak.broker.log_path.read_text(errors="replace").splitlines():
-            match = MOSQUITTO_FORCED.match(line)
-            if match:
-                forced_mosquitto[(match.group(2), match.group(3))] += 1
         nodes = {soak.server.name, *(w.name for w in soak.workers)}
-        server_broker_log = sum(n for (client, _), n in forced_mosquitto.items() if client == "server")
+        node_drops, other_drops, server_drops = Counter(), Counter(), []
+        for line in soak.broker.log_path.read_text(errors="replace").splitlines():
+            match = MOSQUITTO_DROPS.match(line)
+            if not match:
+                continue
+            client = match["a"] or match["b"] or match["c"]
+            why = (match["why_a"] or match["why_b"] or "socket error").rstrip(".")
+            if client not in nodes:
+                other_drops[why] += 1
+                continue
+            node_drops[(client, why)] += 1
+            # mosquitto's log has whole seconds; the server's own death (our SIGKILL) explains a socket error
+            if client == soak.server.name and not timeline.server_was_down(int(match[1]), slack=1.5):
+                server_drops.append((int(match[1]), why))
         total, forced = lost_lines["server"]
-        self.figures["forced disconnects"] = len(forced) + server_broker_log
+        self.figures["forced disconnects"] = len(forced) + len(server_drops)
         self.out()
-        self.out(f"server's forced disconnects: {len(forced) + server_broker_log}  "
-                 f"(its log: {total} lost connections, {len(forced)} of them while the broker was up; "
-                 f"mosquitto's log: {server_broker_log} malformed packet, protocol error or timeout)")
+        self.out(f"server's forced disconnects: {len(forced) + len(server_drops)}  (its log: {total} lost "
+                 f"connections, {len(forced)} of them while the broker was up; mosquitto's log: {len(server_drops)} "
+                 f"times it dropped the server: malformed packet, protocol error, timeout, socket error, take-over)")
         for t in forced:
-            self.out(f"    server lost the broker at {t - timeline.t0:.1f} s, the broker up")
-        workers_forced = {n: len(f) for n, (_, f) in lost_lines.items() if n != "server" and f}
-        self.out(f"workers: {sum(t for n, (t, _) in lost_lines.items() if n != 'server')} lost connections, "
+            self.out(f"    the server lost the broker at {t - timeline.t0:.1f} s ({timeline.phase_at(t)}), "
+                     f"the broker up")
+        for t, why in server_drops:
+            self.out(f"    mosquitto dropped the server at {t - timeline.t0:.0f} s: {why}")
+        workers_forced = {n: len(f) for n, (_, f) in lost_lines.items() if n != soak.server.name and f}
+        self.out(f"workers: {sum(t for n, (t, _) in lost_lines.items() if n != soak.server.name)} lost connections, "
                  f"{sum(workers_forced.values())} while the broker was up {workers_forced or ''}")
-        for (client, what), n in sorted(forced_mosquitto.items()):
-            side = "node" if client in nodes else "other client"
-            self.out(f"  mosquitto: {side} {client} {what}: {n}")
+        for (client, why), n in sorted(node_drops.items()):
+            self.out(f"  mosquitto dropped node {client}: {why} ({n}x)")
+        self.out(f"other clients mosquitto dropped (the hostile's): {sum(other_drops.values())}"
+                 + "".join(f"; {why} {n}" for why, n in other_drops.most_common()))
 
     def hostile_and_server(self) -> None:
         soak = self.soak
@@ -1149,15 +1214,22 @@ class Ledger:
         self.out(f"  answers to its ids: {', '.join(f'{k} {n}' for k, n in hostile.answers.most_common())}")
         self.out(f"  answers published outside {PREFIX}/ (garage/#, home/#): {len(hostile.misdirected)}")
         self.out(f"  processes that ended on their own: {', '.join(soak.unexpected_exits) or 'none'}")
-        errors = Counter()
+        errors, payload_errors = Counter(), Counter()
         refusals = 0
         for t, level, message in log_entries(soak.server.log_path):
             if level == "error" or (t is None and message.startswith("Traceback")):
-                errors[re.sub(r"\b[0-9a-f]{12,}\b", "<id>", message.replace("[server] ", ""))[:110]] += 1
+                text = re.sub(r"\b[0-9a-f]{12,}\b", "<id>", message.replace("[server] ", ""))
+                refused = re.search(r"could not handle a message on (\S+): PayloadError", text)
+                if refused:
+                    payload_errors[re.sub(r"/nodes/[^/]+/", "/nodes/+/", refused[1])] += 1
+                else:
+                    errors[text[:150]] += 1
             if "refused to publish" in message:
                 refusals += 1
-        self.out(f"  server log: {sum(errors.values())} error lines, {refusals} publishes its bus refused "
-                 f"(invalid topics)")
+        self.out(f"  server log: {sum(payload_errors.values())} refusals of malformed messages (PayloadError, "
+                 f"logged once per distinct message) on "
+                 + ", ".join(f"{topic} {n}" for topic, n in payload_errors.most_common())
+                 + f"; {refusals} publishes its bus refused (invalid topics); {sum(errors.values())} other errors:")
         for message, n in errors.most_common(8):
             self.out(f"    {n:5d}  {message}")
 
@@ -1200,7 +1272,7 @@ def main() -> int:
     print(f"attack soak: mosquitto ({', '.join(f'{k} {settings[k]}' for k in ('persistence', 'autosave_interval'))}"
           f", port {soak.broker.port}), 1 server, {WORKERS} workers x {SLOTS} slots, lease {LEASE:g} s, "
           f"pings every {PING_INTERVAL:g} s (unhealthy after {MISSED_PINGS} missed); "
-          f"server state on {'a tmpfs of %d MB' % TMPFS_SIZE_MB if soak.disk.mounted else 'the shared disk'}; "
+          f"server state on {f'a tmpfs of {TMPFS_SIZE_MB} MB' if soak.disk.mounted else 'the shared disk'}; "
           f"in {work}", flush=True)
     try:
         soak.start()
@@ -1213,9 +1285,9 @@ def main() -> int:
         print("\n".join(ledger.lines))
         return code
     finally:
-        soak.cleanup()
+        soak.cleanup(args.keep)
         if args.keep:
-            print(f"kept: {work} (the server's state was on the tmpfs, now unmounted)")
+            print(f"kept: {work} (the server's state files, from the tmpfs: server-state-copy)")
         else:
             shutil.rmtree(work, ignore_errors=True)
 

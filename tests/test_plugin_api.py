@@ -4,6 +4,7 @@ typed settings, lookup by type, named events, hooks that a plugin declares itsel
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import subprocess
 import sys
@@ -114,6 +115,10 @@ class FailsEveryTime:
         return {"back": True}
 
 
+lines, first = inspect.getsourcelines(FailsEveryTime.pidaemon_telemetry)
+RAISE_LINE = first + next(i for i, line in enumerate(lines) if "raise OSError" in line)
+
+
 def test_a_hook_failing_every_interval_is_logged_once_then_counted(monkeypatch, caplog):
     clock = [1000.0]
     monkeypatch.setattr("pidaemon.hooks.time.monotonic", lambda: clock[0])
@@ -124,8 +129,8 @@ def test_a_hook_failing_every_interval_is_logged_once_then_counted(monkeypatch, 
     for _ in range(5):
         assert node.collect_telemetry() == {}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ['[flaky] plugin "flaky" failed in pidaemon_telemetry: OSError: sensor unplugged '
-                      '(at test_plugin_api.py:114)']
+    where = f"test_plugin_api.py:{RAISE_LINE}"
+    assert errors == [f'[flaky] plugin "flaky" failed in pidaemon_telemetry: OSError: sensor unplugged (at {where})']
     info = node.info()["plugins"]["flaky"]
     assert info["hook_errors"]["pidaemon_telemetry"]["count"] == 5
     assert info["hook_errors"]["pidaemon_telemetry"]["failing"] is True
@@ -133,8 +138,8 @@ def test_a_hook_failing_every_interval_is_logged_once_then_counted(monkeypatch, 
     clock[0] += FAILURE_LOG_INTERVAL + 1  # a minute later: one line sums up the repeats
     node.collect_telemetry()
     summary = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR][1:]
-    assert summary == ['[flaky] plugin "flaky" failed 5 more times in pidaemon_telemetry (last: plugin "flaky" '
-                       'failed in pidaemon_telemetry: OSError: sensor unplugged (at test_plugin_api.py:114))']
+    assert summary == [f'[flaky] plugin "flaky" failed 5 more times in pidaemon_telemetry (last: plugin "flaky" '
+                       f'failed in pidaemon_telemetry: OSError: sensor unplugged (at {where}))']
 
     node.plugin("flaky").broken = False
     assert node.collect_telemetry() == {"back": True}
