@@ -32,8 +32,9 @@ cluster, reads the server's queue and store files, and prints the ledger:
 submitted, acknowledged, results, rejected, lost, duplicated, ran twice, and
 the forced disconnects of the server (from its log: connections lost while
 the broker was up; from mosquitto's log: malformed packets and protocol
-errors). Exit status 0 when lost, never answered, duplicated, ran twice and
-forced disconnects are all 0, else 1. Not a test: `scripts/test` does not run it.
+errors). Exit status 0 when lost, never answered, duplicated, ran twice,
+forced disconnects and store values forged by the hostile client are all 0,
+else 1. Not a test: `scripts/test` does not run it.
 """
 
 from __future__ import annotations
@@ -1116,7 +1117,7 @@ class Ledger:
             handed_out = row[2] if row else 0   # a reply naming another attempt is a forgery (the hostile's)
             printed |= {line for _, attempt, out in worker_outputs.get(job.id, [])
                         if isinstance(attempt, int) and 1 <= attempt <= handed_out for line in (out or [])}
-            if len({canonical(a) for a in answers}) > 1:
+            if len({canonical(a) for a in answers}) > 1 or (job.finals and count > 1):
                 duplicated.append(job.id)
             if count > 1 or printed - {"1"}:
                 ran_twice.append(job.id)
@@ -1144,8 +1145,8 @@ class Ledger:
                                                             or "none"))
         self.out(f"  never answered  {len(never_answered):6d}  submitted again and again, no answer at all")
         self.out(f"  lost            {len(lost):6d}  acknowledged, no final answer after the final re-submission round")
-        self.out(f"  duplicated      {len(duplicated):6d}  one id, final answers that differ (or differ from the "
-                 f"stored result)")
+        self.out(f"  duplicated      {len(duplicated):6d}  one id, final answers that differ (from each other or from "
+                 f"the stored result), or a result whose stored count is above 1")
         self.out(f"  ran twice       {len(ran_twice):6d}  stored count above 1, or a run printed more than 1"
                  + ("; by the phase of their first re-queue: "
                     + ", ".join(f"{c} {n}" for c, n in causes.most_common()) if causes else ""))
@@ -1252,7 +1253,7 @@ class Ledger:
         figures = self.figures
         bad = {k: v for k, v in figures.items() if v}
         self.out()
-        self.out("goal: lost, never answered, duplicated, ran twice and forced disconnects all 0: "
+        self.out("goal: lost, never answered, duplicated, ran twice, forced disconnects, forged store writes all 0: "
                  + ("met" if not bad else "NOT met: " + ", ".join(f"{k} {v}" for k, v in bad.items())))
         return 1 if bad else 0
 
