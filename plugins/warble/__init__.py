@@ -5,7 +5,8 @@ Plugins (entry points in pyproject.toml):
   the choice of a worker (`worker_choice.py`), results, SAVE/LOAD storage and
   the pi leaderboard (`leaderboard.py`);
 - `warble_worker` (`worker.py`): runs jobs in the sandboxed runner;
-- `warble_http` (`http_api.py`): the HTTP API (`openapi.yaml`);
+- `warble_http` (`http_api.py`): the HTTP API (`openapi.yaml`), on a server
+  with the limits of one open to a LAN (`http_server.py`);
 - `mastodon_feed` (`mastodon_feed.py`): posts from a hashtag timeline.
 
 The service's own hooks (`pidaemon_warble_builtins`, `pidaemon_warble_intake`)
