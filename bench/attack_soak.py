@@ -256,14 +256,17 @@ class StateDisk:
     def __init__(self, path: Path, size_mb: int):
         self.path = path
         self.path.mkdir()
+        self.size_mb = size_mb
         self.mounted = False
         self.skip_reason: str | None = None
         self.filler = path / "filler"
+
+    def mount(self) -> None:
         if os.geteuid() != 0:
             self.skip_reason = "not root: cannot mount a tmpfs for the server's state directory"
             return
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
-                              check=False, capture_output=True, text=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size_mb}m,mode=0700", "tmpfs",
+                               str(self.path)], check=False, capture_output=True, text=True)
         if done.returncode != 0:
             self.skip_reason = f"mount -t tmpfs failed: {done.stderr.strip() or done.returncode}"
         else:
@@ -1258,6 +1261,16 @@ class Ledger:
         return 1 if bad else 0
 
 
+def header(soak: Soak) -> str:
+    settings = soak.broker.settings
+    broker = ", ".join(f"{key} {settings[key]}" for key in ("persistence", "autosave_interval"))
+    state = (f"a tmpfs of {TMPFS_SIZE_MB} MB" if soak.disk.mounted
+             else f"the shared disk ({soak.disk.skip_reason}: the disk-full phase will be skipped)")
+    return (f"attack soak: mosquitto ({broker}, port {soak.broker.port}), 1 server, {WORKERS} workers x {SLOTS} "
+            f"slots, lease {LEASE:g} s, pings every {PING_INTERVAL:g} s (unhealthy after {MISSED_PINGS} missed); "
+            f"server state on {state}; in {soak.work}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="about a minute instead of a few")
@@ -1269,13 +1282,9 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pidaemon-attack-soak-"))
     soak = Soak(args, work)
-    settings = soak.broker.settings
-    print(f"attack soak: mosquitto ({', '.join(f'{k} {settings[k]}' for k in ('persistence', 'autosave_interval'))}"
-          f", port {soak.broker.port}), 1 server, {WORKERS} workers x {SLOTS} slots, lease {LEASE:g} s, "
-          f"pings every {PING_INTERVAL:g} s (unhealthy after {MISSED_PINGS} missed); "
-          f"server state on {f'a tmpfs of {TMPFS_SIZE_MB} MB' if soak.disk.mounted else 'the shared disk'}; "
-          f"in {work}", flush=True)
     try:
+        soak.disk.mount()
+        print(header(soak), flush=True)
         soak.start()
         soak.run()
         soak.stop()

@@ -1,4 +1,4 @@
-"""The Warble service on the server: intake, the persistent queue, dispatch, results, storage.
+"""The `warble_server` plugin: the Warble service on the server, wiring intake, dispatch and results.
 
 Topics (see docs/protocol.md, "Warble"):
 - `<prefix>/warble/submit`: anyone submits `{"id"?, "user", "source"}` or a
@@ -18,13 +18,21 @@ Topics (see docs/protocol.md, "Warble"):
   `warble_worker`).  A job taken from a worker (silent, unhealthy, lease
   expired) is revoked on `<prefix>/nodes/<worker>/cmd/warble_revoke`, and the
   old attempt's replies, SAVEs and LOADs are refused from then on.
-- `<prefix>/warble/store`: the workers' SAVE/LOAD requests, against a SQLite
-  store on the server with per-user quotas, served to users in turn.
+- `<prefix>/nodes/<worker>/reply/warble_store`: the workers' SAVE/LOAD
+  requests, against a SQLite store on the server with per-user quotas, served
+  to users in turn (`store_service.py`).
 - `<prefix>/warble/leaderboard` (retained): the most digits of pi printed.
 
 Needs the `registry` plugin on the same node (found with `node.lookup`): it
 says which workers are healthy and how loaded they are, and its `NODE_STATE`
 event tells when one leaves.
+
+The parts it wires: the queue (`jobqueue.py`), the submission's envelope
+(`submission.py`), the reply-topic policy (`reply_topics.py`), the bound on
+repeated answers (`repeat_answers.py`), the choice of a worker
+(`worker_choice.py`), the SAVE/LOAD service (`store_service.py`), the
+leaderboard (`leaderboard.py`), damaged state files (`recovery.py`) and
+rate-limited log lines (`limited_log.py`).
 """
 
 from __future__ import annotations
@@ -32,57 +40,36 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
-from collections import OrderedDict, deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pidaemon import hookimpl
-from pidaemon.bus import Message, PayloadError, Subscription, topic_matches
-from pidaemon.names import topic_name_problem
+from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Checked, Integer, ListOf, Number, String, settings
 from pidaemon.sqlite import CorruptDatabase
 from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
-from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.posts import NoWarble, program_of
-from pidaemon.warble.values import decode_value, encode_value
 from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
 
 from . import hookspecs
 from .hookspecs import WarbleHooks
 from .jobqueue import (ACTIVE_STATES, REJECTED, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
-                       RateLimiter, StorageFailed, disk_full, storage_error_name)
+                       StorageFailed, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
+from .limited_log import LimitedLog
 from .recovery import QueueRecovery, recover_queue, recover_store
+from .repeat_answers import RepeatAnswers
+from .reply_topics import PREFIX_PLACEHOLDER, ReplyTopics, reply_topic_filter
+from .store_service import StoreService, TakeTurns
+from .submission import MAX_NAME, Submission, envelope_problem
 from .worker_choice import WorkerLoad, pick_worker
 
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
 CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
-MAX_STORE_PENDING_PER_USER = 64   # SAVE/LOAD requests of one user waiting; more are answered "busy"
-MAX_STORE_PENDING = 10_000        # ... of all users together
-MAX_REPLY_TOPIC = 512        # characters of a reply topic
-LOG_GATE_INTERVAL = 10.0     # seconds between two log lines about the same kind of refusal
-PREFIX_PLACEHOLDER = "{prefix}"
-
-
-def reply_topic_filter(value: Any) -> str:
-    """A `reply_topics` entry: an MQTT topic filter, in which `{prefix}` stands for `mqtt.prefix`."""
-    if not isinstance(value, str):
-        raise ValueError("not a string")
-    levels = value.replace(PREFIX_PLACEHOLDER, "prefix").split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError("'#' must be a whole level, the last one")
-        if "+" in level and level != "+":
-            raise ValueError("'+' must be a whole level")
-    problem = topic_name_problem("/".join("x" if level in ("+", "#") else level for level in levels))
-    if problem:
-        raise ValueError(problem)
-    return value
 
 
 @settings
@@ -134,86 +121,6 @@ class WarbleServerSettings:
     max_saved_value_length: int = Integer(min=1, default=4096)
 
 
-@dataclass(frozen=True)
-class Submission:
-    """A submission as it entered, whatever the intake (MQTT, HTTP, a feed)."""
-
-    user: str
-    source: str
-    job_id: str | None = None
-    post_id: str | None = None
-    reply_to: str | None = None        # allowed by `reply_topics`, or None
-    correlation: bytes | None = None
-    origin: str | None = None
-    reply_refused: str | None = None   # why the reply topic asked for is not used
-
-    def without_identity(self) -> "Submission":
-        """For an envelope that is wrong itself: neither the client's id nor oversized text goes anywhere."""
-        return replace(self, user=str(self.user)[:MAX_NAME], source=str(self.source)[:MAX_NAME], job_id=None,
-                       post_id=None, origin=None)
-
-
-class RepeatAnswers:
-    """How often a re-submitted id is answered on MQTT: each id at most once per `interval`,
-    all ids together at most `rate` a second, so that re-submissions cannot amplify traffic."""
-
-    MAX_TRACKED = 10_000
-
-    def __init__(self, interval: float, rate: float):
-        self.interval = interval
-        self.last: OrderedDict[str, float] = OrderedDict()
-        self.budget = RateLimiter(rate, max(1, int(rate)), max_tracked=1)
-
-    def allow(self, job_id: str, now: float) -> bool:
-        last = self.last.get(job_id)
-        if last is not None and now - last < self.interval:
-            return False
-        if not self.budget.allows("all", now):
-            return False
-        self.budget.take("all")
-        self.last[job_id] = now
-        self.last.move_to_end(job_id)
-        while len(self.last) > self.MAX_TRACKED:
-            self.last.popitem(last=False)
-        return True
-
-
-class TakeTurns:
-    """Items queued per key, taken one key after the other (round robin)."""
-
-    def __init__(self):
-        self._items: dict[str, deque] = {}
-        self._turns: deque[str] = deque()
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def pending(self, key: str) -> int:
-        return len(self._items.get(key, ()))
-
-    def push(self, key: str, item: Any) -> None:
-        items = self._items.get(key)
-        if items is None:
-            items = self._items[key] = deque()
-            self._turns.append(key)
-        items.append(item)
-        self._count += 1
-
-    def pop(self) -> tuple[str, Any] | None:
-        if not self._turns:
-            return None
-        key = self._turns.popleft()
-        items = self._items[key]
-        item = items.popleft()
-        self._count -= 1
-        if items:
-            self._turns.append(key)
-        else:
-            del self._items[key]
-        return key, item
-
-
 class WarbleServer:
     config_schema = WarbleServerSettings
     hookspecs = hookspecs
@@ -226,19 +133,19 @@ class WarbleServer:
         self.store_path = Path(config.store_db) if config.store_db else state / "warble-store.sqlite3"
         self.limits = Limits(max_program_length=config.max_source_length)
         self.lease = config.job_time_limit + self.limits.kill_grace + config.lease_margin
-        self.reply_filters = [f.replace(PREFIX_PLACEHOLDER, node.topics.prefix) for f in config.reply_topics]
+        self.reply_topics = ReplyTopics(node.topics, config.reply_topics)
         self.queue: JobQueue | None = None
         self.store: SqliteStore | None = None
+        self.store_service: StoreService | None = None
         self.leaderboard: Leaderboard | None = None
         self.registry: RegistryPlugin | None = None
         self._lost_jobs: list[str] = []  # ids read back alone from a damaged queue: answered once connected
         self._wake = asyncio.Event()
-        self._store_wake = asyncio.Event()
-        self._store_requests = TakeTurns()
         self._repeats = RepeatAnswers(config.repeat_answer_interval, config.max_repeat_answers)
-        self._log_gates: dict[str, tuple[float, int]] = {}
+        self._limited_log = LimitedLog(node.log)
         self._next_cleanup = 0.0
         self._closed = False
+        # The `warble_queue` telemetry (with the queue's counts); the store service counts its store_* here too.
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
                       "requeued": 0, "expired": 0, "repeat_answers": 0, "repeat_answers_held": 0,
                       "reply_topics_refused": 0, "stale_replies": 0, "store_requests": 0, "store_refused": 0,
@@ -262,6 +169,7 @@ class WarbleServer:
             self.store_path, "SAVE/LOAD store",
             lambda: SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length),
             recover_store)
+        self.store_service = StoreService(node, self.queue, self.store, config.max_saved_value_length, self.stats)
         self.leaderboard = Leaderboard(self.queue.db)  # the queue's file and connection
         node.events.on(NODE_STATE, self._node_changed)
 
@@ -297,7 +205,7 @@ class WarbleServer:
     async def pidaemon_startup(self, node):
         await asyncio.to_thread(pi_decimals)  # the leaderboard's reference digits, off the event loop
         node.supervise(self._dispatch_forever, name="warble-dispatch")
-        node.supervise(self._serve_store_forever, name="warble-store")
+        node.supervise(self.store_service.serve_forever, name="warble-store")
         WarbleHooks(node).intake(self.submit_post)
 
     @hookimpl
@@ -311,6 +219,8 @@ class WarbleServer:
     @hookimpl
     def pidaemon_shutdown(self, node):
         self._closed = True  # messages that still arrive until the bus stops are not handled
+        if self.store_service is not None:
+            self.store_service.stop()
         for resource in (self.queue, self.store):
             if resource is not None:
                 resource.close()
@@ -318,6 +228,11 @@ class WarbleServer:
     @hookimpl
     def pidaemon_telemetry(self, node):
         return {"warble_queue": {**self.queue.counts(), **self.stats}} if self.queue else {}
+
+    @property
+    def _store_requests(self) -> TakeTurns:
+        """The SAVE/LOAD requests waiting for their user's turn (tests watch the order they are served in)."""
+        return self.store_service.requests
 
     # ------------------------------------------------------------ messages
 
@@ -331,50 +246,17 @@ class WarbleServer:
         elif levels[-2:] == ["reply", "warble"]:
             self._on_worker_reply(levels[-3], message.json())
         elif levels[-2:] == ["reply", "warble_store"]:
-            self._on_store_request(levels[-3], message.json())
+            self.store_service.on_request(levels[-3], message.json())
         elif message.topic == node.topic("warble", "history"):
             self._on_history_request(message)
 
     def _reply_target(self, topic: Any) -> tuple[str | None, str | None]:
-        """(the topic, None) if answers may go to `topic`; (None, why not) otherwise; (None, None) if none given.
-
-        Answers go only where `reply_topics` allows, and never onto the
-        cluster's own topics (a job topic, a node's status): under the prefix,
-        only below `<prefix>/replies/`.
-        """
-        if topic is None or topic == "":
-            return None, None
-        if not isinstance(topic, str):
-            problem = f"not a string but {type(topic).__name__}"
-        elif (problem := topic_name_problem(topic)) is None:
-            if len(topic) > MAX_REPLY_TOPIC:
-                problem = f"longer than {MAX_REPLY_TOPIC} characters"
-            elif not self._reply_allowed(topic):
-                problem = (f"not allowed: answers go only to {' or '.join(self.reply_filters)}"
-                           if self.reply_filters else "not allowed: reply_topics is empty")
-        if problem is None:
-            return topic, None
-        refusal = f"reply topic {str(topic)[:80]!r} refused ({problem})"
-        self.stats["reply_topics_refused"] += 1
-        self._log_limited("reply_topic", "warble: %s", refusal)
-        return None, refusal
-
-    def _reply_allowed(self, topic: str) -> bool:
-        if topic.startswith(self.node.topic("")) and not topic.startswith(self.node.topic("replies", "")):
-            return False
-        return any(topic_matches(topic_filter, topic) for topic_filter in self.reply_filters)
-
-    def _log_limited(self, kind: str, fmt: str, *args, level: int = logging.WARNING) -> None:
-        """A log line, at most once per LOG_GATE_INTERVAL per kind (refusals and failures can come in floods)."""
-        now = time.monotonic()
-        last, suppressed = self._log_gates.get(kind, (-LOG_GATE_INTERVAL, 0))
-        if now - last < LOG_GATE_INTERVAL:
-            self._log_gates[kind] = (last, suppressed + 1)
-            return
-        self._log_gates[kind] = (now, 0)
-        if suppressed:
-            fmt += f" ({suppressed} more like it not logged)"
-        self.node.log.log(level, fmt, *args)
+        """`ReplyTopics.check`, a refusal counted and logged."""
+        reply_to, refusal = self.reply_topics.check(topic)
+        if refusal is not None:
+            self.stats["reply_topics_refused"] += 1
+            self._limited_log.log("reply_topic", "warble: %s", refusal)
+        return reply_to, refusal
 
     def _on_submit(self, message: Message) -> None:
         reply = {"reply_to": message.response_topic, "correlation": message.correlation_data}
@@ -418,7 +300,7 @@ class WarbleServer:
         reply_topic, reply_refused = self._reply_target(reply_to)
         submission = Submission(user=user, source=source, job_id=job_id, post_id=post_id, reply_to=reply_topic,
                                 correlation=correlation, origin=origin, reply_refused=reply_refused)
-        problem = _check_submission(user, source, job_id, origin, self.config.max_submission_length)
+        problem = envelope_problem(user, source, job_id, origin, self.config.max_submission_length)
         if problem:
             return self._reject(submission.without_identity(), problem, "invalid")
         if refusal:
@@ -446,8 +328,8 @@ class WarbleServer:
                                              correlation=correlation, origin=origin)
         except QueueRefused as exc:
             if isinstance(exc, StorageFailed):
-                self._log_limited("storage", "warble: could not queue a job: %s: %s",
-                                  storage_error_name(exc.error), exc.error)
+                self._limited_log.log("storage", "warble: could not queue a job: %s: %s",
+                                      storage_error_name(exc.error), exc.error)
             return self._reject(submission, str(exc), exc.reason)
         if not created:
             return self._answer_again(job, submission)
@@ -495,8 +377,8 @@ class WarbleServer:
                 submission.user, submission.source, result, job_id=submission.job_id, post_id=submission.post_id,
                 reply_topic=submission.reply_to, correlation=submission.correlation, origin=submission.origin)
         except STORAGE_ERRORS as exc:  # the disk is full: answer anyway, keep no record
-            self._log_limited("storage", "warble: could not record a rejection: %s: %s",
-                              storage_error_name(exc), exc)
+            self._limited_log.log("storage", "warble: could not record a rejection: %s: %s",
+                                  storage_error_name(exc), exc)
             job = Job(id=submission.job_id or uuid.uuid4().hex[:16], user=submission.user, source=submission.source,
                       state=REJECTED, result=result, reply_topic=submission.reply_to,
                       correlation=submission.correlation)
@@ -533,7 +415,8 @@ class WarbleServer:
                     self._housekeeping()
                 self._dispatch()
             except Exception as exc:  # one bad job (or a full disk) must not stop every other job's dispatch
-                self._log_limited("dispatch", "warble dispatch: %s: %s", type(exc).__name__, exc, level=logging.ERROR)
+                self._limited_log.log("dispatch", "warble dispatch: %s: %s", type(exc).__name__, exc,
+                                      level=logging.ERROR)
 
     def _worker_loads(self) -> list[WorkerLoad]:
         in_flight = self.queue.in_flight()
@@ -652,115 +535,11 @@ class WarbleServer:
     def _publish_answer(self, job_id: str, payload: dict[str, Any], reply_to: str | None,
                         correlation: bytes | None) -> None:
         self.node.publish(self.node.topic("warble", "results", job_id), payload, qos=1)
-        # Checked again: a job queued before `reply_topics` changed may name a topic no longer allowed.
-        if reply_to and topic_name_problem(reply_to) is None and self._reply_allowed(reply_to):
+        if reply_to and self.reply_topics.allows(reply_to):
             extra = {"correlation_data": correlation} if correlation is not None else {}
             self.node.publish(reply_to, payload, qos=1, **extra)
 
-    # ------------------------------------------------------------ SAVE / LOAD for the workers
-
-    def _on_store_request(self, worker: str, request: Any) -> None:
-        """Check a worker's SAVE/LOAD request and queue it for its user's turn.
-
-        A request comes on the worker's own `nodes/<worker>/reply/warble_store`
-        (which the broker's ACL lets only that client id write) and is answered
-        on its `nodes/<worker>/cmd/warble_store`: the topic, not the payload, says
-        who asks.
-        """
-        if not isinstance(request, dict) or request.get("op") not in ("save", "load"):
-            raise PayloadError(f"warble store request from {worker}: expected {{\"op\": \"save\"|\"load\", ...}}")
-        reply_to = self.node.topics.command(worker, "warble_store")
-        self.stats["store_requests"] += 1
-        user = request.get("user")
-        if self._refuse_store_request(worker, reply_to, request):
-            return
-        if (self._store_requests.pending(user) >= MAX_STORE_PENDING_PER_USER
-                or len(self._store_requests) >= MAX_STORE_PENDING):
-            self.stats["store_busy"] += 1
-            self.node.publish(reply_to, {"correlation": request.get("correlation"),
-                                         "error": "the cluster's storage is busy; try again"}, qos=1)
-            return
-        self._store_requests.push(user, (worker, reply_to, request))
-        self._store_wake.set()
-
-    def _refuse_store_request(self, worker: str, reply_to: str, request: dict) -> bool:
-        """Answer and refuse (True) unless the request's job attempt holds its job on `worker`, for its user.
-
-        A stale attempt (the job was taken from this worker and handed out
-        again) is told so; anything else is also a forgery, logged.
-        """
-        job_id, attempt, user = request.get("job"), request.get("attempt"), request.get("user")
-        held = self.queue.holds(job_id, attempt, worker) if isinstance(job_id, str) else None
-        if held is not None and held.user == user:
-            return False
-        self.stats["store_refused"] += 1
-        job = self.queue.get(job_id) if isinstance(job_id, str) else None
-        stale = job is not None and job.user == user and isinstance(attempt, int) and 0 < attempt <= job.attempts
-        if stale:
-            message = (f"job {job_id}: this run (attempt {attempt}) no longer holds the job: "
-                       f"SAVE and LOAD are refused")
-        else:
-            message = "refused: no job of this user runs there with that attempt"
-        self.node.publish(reply_to, {"correlation": request.get("correlation"), "error": message,
-                                     "stale": stale}, qos=1)
-        if stale:
-            self.node.log.info("warble store request from %s: %s", worker, message)
-            return True
-        raise PayloadError(f"warble store request from {worker}: job {job_id!r} attempt {attempt!r} does not "
-                           f"hold a job of user {user!r} there")
-
-    async def _serve_store_forever(self) -> None:
-        """SAVE/LOAD requests, users in turn: one user's flood does not delay another user's request.
-
-        The store's work runs in a thread, one request at a time, so that the
-        event loop goes on reading requests meanwhile: a request that arrives
-        takes its user's turn among those waiting, instead of waiting behind
-        every request that reached the socket first.
-        """
-        while True:
-            await self._store_wake.wait()
-            self._store_wake.clear()
-            while not self._closed and (taken := self._store_requests.pop()) is not None:
-                user, (worker, reply_to, request) = taken
-                try:
-                    if self._store_request_refused(worker, reply_to, request):  # the job may be gone meanwhile
-                        continue
-                    answer = await asyncio.to_thread(self._store_operation, user, request)
-                except Exception as exc:  # one bad request must not stop the others
-                    self.node.log.error("warble store request from %s: %s: %s", worker, type(exc).__name__, exc)
-                    continue
-                self.node.publish(reply_to, answer, qos=1)
-
-    def _store_request_refused(self, worker: str, reply_to: str, request: dict) -> bool:
-        try:
-            return self._refuse_store_request(worker, reply_to, request)
-        except PayloadError as exc:
-            self.node.log.warning("%s", exc)
-            return True
-
-    def _store_operation(self, user: str, request: dict) -> dict[str, Any]:
-        """One SAVE or LOAD against the store (in a thread): the answer to publish."""
-        answer: dict[str, Any] = {"correlation": request.get("correlation")}
-        try:
-            name = str(request["name"])
-            if request["op"] == "load":
-                value = self.store.get(user, name)
-                answer["value"] = None if value is None else list(encode_value(value))
-            else:
-                kind, text = request["value"]
-                if not isinstance(text, str) or len(text) > self.config.max_saved_value_length + 32:
-                    raise QuotaExceeded(f"SAVE: a value is at most {self.config.max_saved_value_length} characters")
-                self.store.set(user, name, decode_value(kind, text))
-        except QuotaExceeded as exc:
-            answer.update(error=exc.message, quota=True)
-        except STORAGE_ERRORS as exc:
-            answer["error"] = ("the cluster's storage is full" if disk_full(exc)
-                               else f"the cluster's storage failed ({storage_error_name(exc)})")
-            if not self._closed:  # (closed under it: the server is stopping)
-                self.node.log.warning("warble store: %s: %s", storage_error_name(exc), exc)
-        except (KeyError, TypeError, ValueError, ArithmeticError, WarbleError) as exc:
-            answer["error"] = f"bad store request: {exc}"
-        return answer
+    # ------------------------------------------------------------ history on MQTT
 
     def _on_history_request(self, message: Message) -> None:
         request = message.json()
@@ -772,26 +551,6 @@ class WarbleServer:
         extra = {"correlation_data": message.correlation_data} if message.correlation_data else {}
         self.node.publish(reply_to, {"user": request["user"], "jobs": self.history(request["user"])},
                           qos=1, **extra)
-
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-MAX_NAME = 64  # characters of a user name (and of what a rejection keeps of an oversized post)
-MAX_ORIGIN = 160  # characters of an origin ("mqtt:" + a client id, "http:" + an address)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _check_submission(user: Any, source: Any, job_id: str | None, origin: str | None, max_length: int) -> str | None:
-    """What is wrong with a submission's envelope, before any parsing; None if nothing."""
-    if job_id is not None and not ID_PATTERN.fullmatch(job_id):
-        return "an id is 1-64 letters, digits, '_', '-' or '.'"
-    if not isinstance(user, str) or not 0 < len(user) <= MAX_NAME or any(c in user for c in "+#/\0"):
-        return f"a user name is 1-{MAX_NAME} characters without '/', '+', '#'"
-    if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN or _CONTROL.search(origin)
-                               or origin.endswith(":")):
-        return "a client_id is 1-128 characters without control characters"
-    if len(source) > max_length:
-        return f"the submission is {len(source)} characters long; at most {max_length} are read"
-    return None
 
 
 def _optional_str(value: Any) -> str | None:
