@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from pidaemon.sqlite import connect
 
@@ -426,17 +426,22 @@ class JobQueue:
             (FAILED if failed else DONE, json.dumps(result), now, job_id, node, attempt, DISPATCHED, RUNNING))
         return cursor.rowcount == 1
 
-    def requeue_from(self, node: str) -> list[Job]:
-        """A node died: its dispatched and running jobs go back to the queue (or fail past max_attempts)."""
+    def requeue_from(self, node: str, keep: Collection[str] = ()) -> list[Job]:
+        """A node died: its dispatched and running jobs go back to the queue (or fail past max_attempts).
+
+        Jobs in `keep` (whose result arrived and waits to be written) stay where they are.
+        """
         rows = self.db.execute(f"{self._SELECT} WHERE node = ? AND state IN (?, ?)",
                                (node, DISPATCHED, RUNNING)).fetchall()
-        return [self._requeue(self._job(row), f"node {node} stopped answering") for row in rows]
+        return [self._requeue(job, f"node {node} stopped answering") for job in map(self._job, rows)
+                if job.id not in keep]
 
-    def expire_leases(self) -> list[Job]:
-        """Jobs whose worker said nothing within the lease: re-queued (or failed)."""
+    def expire_leases(self, keep: Collection[str] = ()) -> list[Job]:
+        """Jobs whose worker said nothing within the lease: re-queued (or failed); those in `keep` stay."""
         rows = self.db.execute(f"{self._SELECT} WHERE state IN (?, ?) AND lease_until < ?",
                                (DISPATCHED, RUNNING, self.clock())).fetchall()
-        return [self._requeue(self._job(row), "no result within the lease") for row in rows]
+        return [self._requeue(job, "no result within the lease") for job in map(self._job, rows)
+                if job.id not in keep]
 
     def expire_queued(self) -> list[Job]:
         """Jobs that waited in the queue past the deadline end as `expired`."""

@@ -81,6 +81,10 @@ class WarbleServerSettings:
     job_time_limit: float = Number(min=0.1, default=30, doc="the workers' Warble time limit, in seconds")
     lease_margin: float = Number(min=0.1, default=15,
                                  doc="seconds beyond the time limit before a silent worker's job is re-queued")
+    requeue_after: float = Number(min=0, default=5,
+                                  doc="seconds a worker must stay offline or unhealthy, while this server is "
+                                      "connected, before its jobs go to another worker: a broker that restarts "
+                                      "sends every node's last will, though none of them died")
     max_attempts: int = Integer(min=1, default=3)
     queue_deadline: float = Number(min=1, default=600, doc="seconds a job may wait before it expires")
     max_queued: int = Integer(min=1, default=10_000,
@@ -145,6 +149,10 @@ class WarbleServer:
         self._limited_log = LimitedLog(node.log)
         self._next_cleanup = 0.0
         self._closed = False
+        self._connected_since: float | None = None  # monotonic: since when this server has been connected
+        # Results a worker sent that the queue file could not take (a full disk): kept here, written again at
+        # each housekeeping, and their jobs are not handed to another worker meanwhile.
+        self._unwritten: dict[str, tuple[str, int, dict[str, Any]]] = {}  # job id: (worker, attempt, result)
         # The `warble_queue` telemetry (with the queue's counts); the store service counts its store_* here too.
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
                       "requeued": 0, "expired": 0, "repeat_answers": 0, "repeat_answers_held": 0,
@@ -209,7 +217,12 @@ class WarbleServer:
         WarbleHooks(node).intake(self.submit_post)
 
     @hookimpl
+    def pidaemon_disconnected(self, node):
+        self._connected_since = None
+
+    @hookimpl
     def pidaemon_connected(self, node):
+        self._connected_since = time.monotonic()
         node.publish(node.topic("warble", "leaderboard"), self.leaderboard.snapshot(), qos=1, retain=True)
         for job_id in self._lost_jobs:  # read back from a damaged queue by their id alone: their owners hear
             self._publish_result(self.queue.get(job_id), self.queue.get(job_id).result)
@@ -219,6 +232,9 @@ class WarbleServer:
     @hookimpl
     def pidaemon_shutdown(self, node):
         self._closed = True  # messages that still arrive until the bus stops are not handled
+        if self._unwritten:
+            node.log.error("warble: %d results could not be written (the disk is full); their jobs run again "
+                           "after the next start: %s", len(self._unwritten), ", ".join(sorted(self._unwritten)))
         if self.store_service is not None:
             self.store_service.stop()
         for resource in (self.queue, self.store):
@@ -272,6 +288,10 @@ class WarbleServer:
                 request = json.loads(text)
             except json.JSONDecodeError:
                 request = None  # a bare `{PRINT(1)}` program, not JSON
+            except (ValueError, RecursionError) as exc:  # nested too deep, an integer of too many digits
+                self.submit(message.user_property("user") or "anonymous", "", origin=origin,
+                            refusal=f"a JSON submission this server will not read: {type(exc).__name__}", **reply)
+                return
             if isinstance(request, dict):
                 if not reply["reply_to"]:
                     reply["reply_to"] = request.get("reply_to")
@@ -469,19 +489,32 @@ class WarbleServer:
         for job in self.queue.expire_queued():
             self.stats["expired"] += 1
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
-        for job in self.queue.expire_leases():
+        for job_id, (worker, attempt, result) in list(self._unwritten.items()):
+            self._record_result(job_id, worker, attempt, result)
+        for job in self.queue.expire_leases(keep=self._unwritten):
             self._after_requeue(job)
-        healthy = set(self.registry.healthy_nodes("warble"))
         for node_id in self.queue.in_flight():
-            if node_id not in healthy:
-                for job in self.queue.requeue_from(node_id):
+            if self._gone(node_id):
+                for job in self.queue.requeue_from(node_id, keep=self._unwritten):
                     self._after_requeue(job)
 
+    def _gone(self, node_id: str) -> bool:
+        """Whether a worker holding jobs has been away (offline, unhealthy, forgotten) for `requeue_after`
+        seconds while this server was connected: then its jobs go to another worker.
+
+        Not at once: a broker that stops cleanly sends every node's last will (`offline`) before this
+        server loses its connection too, and the nodes are back a few seconds later.
+        """
+        record = self.registry.node_record(node_id)
+        if record is not None and record.state == "online":
+            return False
+        grace = self.config.requeue_after
+        if self._connected_since is None or time.monotonic() - self._connected_since < grace:
+            return False
+        return record is None or time.time() - record.since >= grace
+
     def _node_changed(self, record: NodeRecord, old_state: str) -> None:
-        if record.state != "online":
-            for job in self.queue.requeue_from(record.id):
-                self._after_requeue(job)
-        self._wake.set()
+        self._wake.set()  # the housekeeping decides, `requeue_after` later, what its jobs become
 
     def _after_requeue(self, job: Job) -> None:
         """A job was taken from its worker: tell the worker (its attempt is void), then retry or give up."""
@@ -515,9 +548,22 @@ class WarbleServer:
             return
         if state != "done" or not isinstance(reply.get("result"), dict):
             raise PayloadError(f"warble reply from {worker} for {job_id}: unknown state {state!r}")
-        result = reply["result"]
-        if not self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker,
-                                   attempt=attempt):
+        self._record_result(job_id, worker, attempt, reply["result"])
+
+    def _record_result(self, job_id: str, worker: str, attempt: int, result: dict[str, Any]) -> None:
+        """Store a worker's result once and announce it; one the disk cannot take waits in memory."""
+        try:
+            stored = self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker,
+                                         attempt=attempt)
+        except STORAGE_ERRORS as exc:
+            if job_id not in self._unwritten:
+                self._limited_log.log("storage", "warble: cannot write the result of job %s (%s): kept until "
+                                      "the disk has room; the job is not run again meanwhile", job_id,
+                                      storage_error_name(exc), level=logging.ERROR)
+            self._unwritten[job_id] = (worker, attempt, result)
+            return
+        self._unwritten.pop(job_id, None)
+        if not stored:
             # At-least-once delivery (a duplicate), or an attempt that lost the job: stored once, announced once.
             self.stats["duplicate_results"] += 1
             return

@@ -154,3 +154,49 @@ def test_the_shipped_broker_saves_its_state_every_few_seconds():
                     if line.strip() and not line.startswith("#"))
     assert settings["persistence"] == "true"
     assert int(settings["autosave_interval"]) <= 5
+
+
+def test_a_result_the_full_disk_cannot_take_waits_and_the_job_does_not_run_again(broker, observer, tmp_path):
+    """Before: the result was dropped; the lease ran out and the job ran again (its SAVE applied twice)."""
+    import sqlite3
+
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=1, job_time_limit=1, lease_margin=0.1) as cluster:
+            service = cluster.service
+            complete, refusals = service.queue.complete, []
+
+            def disk_full(*args, **kwargs):  # the queue file's disk, full while the result arrives
+                refusals.append(args[0])
+                raise sqlite3.OperationalError("database or disk is full")
+
+            service.queue.complete = disk_full
+            await submit(observer, {"id": "count", "user": "ada", "source": 'x=LOAD("n");SAVE("n",x+1);PRINT(x+1)'})
+            await wait_until(lambda: len(refusals) >= 4, 30, what="the result refused a few times")
+            await asyncio.sleep(2.5)  # well past the job's lease (about 1.6 s)
+            unwritten_meanwhile = dict(service._unwritten)
+            service.queue.complete = complete   # room again
+            await wait_until(lambda: state(service, "count") == "done", 30, what="the result written")
+            await asyncio.sleep(0.5)
+            return service.get("count"), unwritten_meanwhile, service.store.get("ada", "n")
+
+    job, unwritten, counter = asyncio.run(scenario())
+    assert list(unwritten) == ["count"]
+    assert job["attempts"] == 1 and job["result"]["output"] == ["1"] and counter == 1
+    assert [a["status"] for a in answers(observer, "count")] == ["queued", "running", "ok"]
+
+
+def test_a_broker_restart_does_not_send_running_jobs_elsewhere(persistent_broker, tmp_path):
+    """A broker that stops cleanly sends every client's last will first: the server heard every worker go
+    `offline` and ran their jobs again elsewhere, though none had died (their SAVEs applied twice)."""
+    async def scenario():
+        async with InProcessCluster(persistent_broker.url, tmp_path, workers=2) as cluster:
+            service = cluster.service
+            service.submit("ada", 'SLEEP(4);x=LOAD("n");SAVE("n",x+1);PRINT(x+1)', job_id="long")
+            await wait_until(lambda: state(service, "long") == "running", 30, what="the job running")
+            await asyncio.to_thread(persistent_broker.restart)
+            await wait_until(lambda: state(service, "long") == "done", 60, what="the job done")
+            return service.get("long"), service.store.get("ada", "n"), service.stats["requeued"]
+
+    job, counter, requeued = asyncio.run(scenario())
+    assert (job["attempts"], requeued, counter) == (1, 0, 1)
+    assert job["result"]["output"] == ["1"]
