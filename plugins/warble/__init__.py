@@ -4,8 +4,9 @@ Plugins (entry points in pyproject.toml):
 - `warble_server` (`server.py`): intake (the envelope: `submission.py`; reply
   topics: `reply_topics.py`; re-submissions: `repeat_answers.py`), the
   persistent queue (`jobqueue.py`), the choice of a worker
-  (`worker_choice.py`), results, SAVE/LOAD storage (`store_service.py`) and
-  the pi leaderboard (`leaderboard.py`);
+  (`worker_choice.py`), results, SAVE/LOAD storage (`store_service.py`, a
+  run's SAVEs applied with its result: `job_values.py`), damaged state files
+  (`recovery.py`) and the pi leaderboard (`leaderboard.py`);
 - `warble_worker` (`worker.py`): runs jobs in the sandboxed runner;
 - `warble_http` (`http_api.py`): the HTTP API (`openapi.yaml`), on a server
   with the limits of one open to a LAN (`http_server.py`);

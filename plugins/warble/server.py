@@ -50,12 +50,13 @@ from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
 from pidaemon.schema import Checked, Integer, ListOf, Number, String, settings
 from pidaemon.sqlite import CorruptDatabase
-from pidaemon.warble import Limits, SqliteStore, UnknownFunction, WarbleError, compile_program
+from pidaemon.warble import Limits, UnknownFunction, WarbleError, compile_program
 from pidaemon.warble.posts import NoWarble, program_of
 from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
 
 from . import hookspecs
 from .hookspecs import WarbleHooks
+from .job_values import JobValues
 from .jobqueue import (ACTIVE_STATES, REJECTED, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
                        StorageFailed, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
@@ -139,7 +140,7 @@ class WarbleServer:
         self.lease = config.job_time_limit + self.limits.kill_grace + config.lease_margin
         self.reply_topics = ReplyTopics(node.topics, config.reply_topics)
         self.queue: JobQueue | None = None
-        self.store: SqliteStore | None = None
+        self.store: JobValues | None = None
         self.store_service: StoreService | None = None
         self.leaderboard: Leaderboard | None = None
         self.registry: RegistryPlugin | None = None
@@ -175,7 +176,7 @@ class WarbleServer:
                                                recover_queue)
         self.store = self._open_damaged_or_not(
             self.store_path, "SAVE/LOAD store",
-            lambda: SqliteStore(str(self.store_path), config.max_saved_keys, config.max_saved_value_length),
+            lambda: JobValues(str(self.store_path), config.max_saved_keys, config.max_saved_value_length),
             recover_store)
         self.store_service = StoreService(node, self.queue, self.store, config.max_saved_value_length, self.stats)
         self.leaderboard = Leaderboard(self.queue.db)  # the queue's file and connection
@@ -491,12 +492,25 @@ class WarbleServer:
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
         for job_id, (worker, attempt, result) in list(self._unwritten.items()):
             self._record_result(job_id, worker, attempt, result)
+        self._finish_committed()
         for job in self.queue.expire_leases(keep=self._unwritten):
             self._after_requeue(job)
         for node_id in self.queue.in_flight():
             if self._gone(node_id):
                 for job in self.queue.requeue_from(node_id, keep=self._unwritten):
                     self._after_requeue(job)
+
+    def _finish_committed(self) -> None:
+        """Results committed with their SAVEs but not in the job queue (the server stopped in between):
+        their jobs end with them, and do not run again."""
+        for job_id, (attempt, result) in self.store.committed().items():
+            if job_id in self._unwritten:
+                continue
+            job = self.queue.get(job_id)
+            if job is not None and job.state in ACTIVE_STATES and job.node is not None:
+                self._record_result(job_id, job.node, job.attempts, result)
+            else:
+                self.store.forget_committed(job_id)
 
     def _gone(self, node_id: str) -> bool:
         """Whether a worker holding jobs has been away (offline, unhealthy, forgotten) for `requeue_after`
@@ -522,6 +536,7 @@ class WarbleServer:
         if job.previous_node:
             self.node.publish(self.node.topics.command(job.previous_node, "warble_revoke"),
                               {"id": job.id, "attempt": job.attempts}, qos=1)
+            self.store.discard(job.id, job.attempts)  # that run's SAVEs: never applied
         if job.result is not None:  # gave up after max_attempts
             self.node.log.warning("job %s failed: %s", job.id, job.result["error"]["message"])
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
@@ -551,10 +566,22 @@ class WarbleServer:
         self._record_result(job_id, worker, attempt, reply["result"])
 
     def _record_result(self, job_id: str, worker: str, attempt: int, result: dict[str, Any]) -> None:
-        """Store a worker's result once and announce it; one the disk cannot take waits in memory."""
+        """Store a worker's result once and announce it; one the disk cannot take waits in memory.
+
+        The run's SAVEs are applied with it (`job_values.py`): first in the store's file, with the result
+        (the first result committed for a job is the one that counts), then in the job queue.
+        """
+        holder = self.queue.holds(job_id, attempt, worker)
+        if holder is None and job_id not in self._unwritten:
+            # At-least-once delivery (a duplicate), or an attempt that lost the job: stored once, announced once.
+            self.stats["duplicate_results"] += 1
+            return
         try:
+            if holder is not None:
+                result = self.store.commit(job_id, attempt, holder.user, result)
             stored = self.queue.complete(job_id, result, failed=result.get("status") == "crashed", node=worker,
                                          attempt=attempt)
+            self.store.forget_committed(job_id)
         except STORAGE_ERRORS as exc:
             if job_id not in self._unwritten:
                 self._limited_log.log("storage", "warble: cannot write the result of job %s (%s): kept until "

@@ -14,10 +14,11 @@ from collections import deque
 from typing import Any
 
 from pidaemon.bus import PayloadError
-from pidaemon.warble import SqliteStore, WarbleError
+from pidaemon.warble import WarbleError
 from pidaemon.warble.errors import QuotaExceeded
 from pidaemon.warble.values import decode_value, encode_value
 
+from .job_values import JobValues
 from .jobqueue import STORAGE_ERRORS, JobQueue, disk_full, storage_error_name
 
 MAX_STORE_PENDING_PER_USER = 64   # SAVE/LOAD requests of one user waiting; more are answered "busy"
@@ -67,7 +68,7 @@ class StoreService:
     service counts `store_requests`, `store_refused` and `store_busy` there.
     """
 
-    def __init__(self, node, queue: JobQueue, store: SqliteStore, max_value_length: int, stats: dict[str, int]):
+    def __init__(self, node, queue: JobQueue, store: JobValues, max_value_length: int, stats: dict[str, int]):
         self.node = node
         self.queue = queue
         self.store = store
@@ -159,14 +160,15 @@ class StoreService:
         answer: dict[str, Any] = {"correlation": request.get("correlation")}
         try:
             name = str(request["name"])
+            job, attempt = request["job"], request["attempt"]  # checked: this attempt holds the job
             if request["op"] == "load":
-                value = self.store.get(user, name)
+                value = self.store.load(job, attempt, user, name)
                 answer["value"] = None if value is None else list(encode_value(value))
             else:
                 kind, text = request["value"]
                 if not isinstance(text, str) or len(text) > self.max_value_length + 32:
                     raise QuotaExceeded(f"SAVE: a value is at most {self.max_value_length} characters")
-                self.store.set(user, name, decode_value(kind, text))
+                self.store.save(job, attempt, user, name, decode_value(kind, text))
         except QuotaExceeded as exc:
             answer.update(error=exc.message, quota=True)
         except STORAGE_ERRORS as exc:

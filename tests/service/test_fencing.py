@@ -35,7 +35,8 @@ def test_a_run_that_lost_its_job_cannot_save_load_or_act(broker, observer, tmp_p
     """
     async def scenario():
         async with InProcessCluster(broker.url, tmp_path, workers=2, slots=2, slots_per_worker=2,
-                                    max_running_per_user=4, worker_options={"limits": {"time_limit": 20}}) as cluster:
+                                    max_running_per_user=4, requeue_after=0.5,
+                                    worker_options={"limits": {"time_limit": 20}}) as cluster:
             service, worker_1 = cluster.service, cluster.workers[0]
             registry = cluster.server.plugin("registry")
             stale = worker_1.plugin("warble_worker")
@@ -100,3 +101,24 @@ def test_effects_stop_when_the_worker_did_not_run_for_a_while(broker, observer, 
     assert "lights set refused: this worker did not run for" in result["error"]["message"]
     assert lights_of(observer, job_id) == []
     assert after["status"] == "ok" and [l["index"] for l in lights_of(observer, after_id)] == [4]
+
+
+def test_a_worker_that_dies_after_a_save_leaves_no_trace_of_it(broker, tmp_path):
+    """Before: a run's SAVE applied at once, so a job whose worker died after its SAVE and before its result
+    ran again and counted twice.  Now a run's SAVEs are applied with its result (job_values.py)."""
+    async def scenario():
+        async with InProcessCluster(broker.url, tmp_path, workers=2, requeue_after=0.5) as cluster:
+            service = cluster.service
+            service.submit("ada", 'x=LOAD("n");SAVE("n",x+1);SLEEP(3);PRINT(x+1)', job_id="count")
+            await wait_until(lambda: service.get("count")["state"] == "running", what="the job running")
+            holder = next(w for w in cluster.workers if w.id == service.get("count")["node"])
+            await wait_until(lambda: service.store.load("count", 1, "ada", "n") == 1, what="its SAVE made")
+            seen_by_others = service.store.get("ada", "n")
+            await holder.shutdown()  # the worker dies with the job half done
+            await wait_until(lambda: service.get("count")["state"] == "done", 60, what="the job done elsewhere")
+            return service.get("count"), service.store.get("ada", "n"), seen_by_others
+
+    job, counter, seen_by_others = asyncio.run(scenario())
+    assert seen_by_others is None            # a run's SAVE is its own until it ends
+    assert job["attempts"] == 2 and job["result"]["output"] == ["1"]
+    assert counter == 1                      # counted once
