@@ -48,7 +48,7 @@ class Submitter:
         with self.lock:
             if answer["status"] == "queued":
                 self.acks.add(answer["id"])
-            else:
+            elif answer["status"] not in ("dispatched", "running"):  # progress, not a result
                 self.results.setdefault(answer["id"], []).append(answer)
 
     def submit(self, job_id: str, user: str, source: str) -> None:

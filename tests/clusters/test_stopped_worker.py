@@ -21,6 +21,7 @@ from tests.support.observer import Observer
 from tests.support.warble_cluster import server_config, worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
+WAITING = ("queued", "dispatched", "running")  # a job's progress, not its result
 COUNTER = 'SLEEP(8);LIGHTS(0,0,0,255);x=LOAD("n");x++;SAVE("n",x);PRINT(x)'
 
 
@@ -75,12 +76,12 @@ def test_a_stopped_worker_that_comes_back_does_not_act_twice(tmp_path):
         wait(observer, f"the other job on {holder}", lambda: [
             job for job in messages(observer, f"picluster/nodes/{holder}/cmd/warble") if job["id"] == "other"])
         result = wait(observer, "the job's result", lambda: [
-            a for a in messages(observer, "picluster/warble/results/count") if a["status"] != "queued"])
+            a for a in messages(observer, "picluster/warble/results/count") if a["status"] not in WAITING])
         time.sleep(3)  # the stale run has reached its LIGHTS, LOAD and SAVE long since: whatever it sent arrives
         observer.publish("picluster/warble/submit", json.dumps({"id": "read", "user": "ada",
                                                                 "source": 'PRINT(LOAD("n"))'}))
         counter = wait(observer, "the counter read", lambda: [
-            a for a in messages(observer, "picluster/warble/results/read") if a["status"] != "queued"])
+            a for a in messages(observer, "picluster/warble/results/read") if a["status"] not in WAITING])
     finally:
         if stopped:
             processes[stopped].send_signal(signal.SIGCONT)
