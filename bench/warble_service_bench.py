@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pidaemon.warble import Runner  # noqa: E402
-from tests.service.cluster import server_config, worker_config  # noqa: E402
+from tests.support.warble_cluster import server_config, worker_config  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 from tests.support.nodes import start_node_process, write_config  # noqa: E402
 from tests.support.observer import Observer  # noqa: E402
@@ -59,7 +59,7 @@ class Client:
     def _on_message(self, client, userdata, message):
         now = time.perf_counter()
         answer = json.loads(message.payload)
-        if answer["status"] == "queued":
+        if answer["status"] in ("queued", "dispatched", "running"):  # progress, not the result
             return
         with self.lock:
             self.done[answer["id"]] = now

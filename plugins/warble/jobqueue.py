@@ -41,6 +41,8 @@ from typing import Any, Callable, Collection, Iterable
 
 from pidaemon.sqlite import connect
 
+from .waiting_jobs import WaitingJobs
+
 QUEUED, DISPATCHED, RUNNING, DONE, FAILED, EXPIRED, REJECTED = (
     "queued", "dispatched", "running", "done", "failed", "expired", "rejected")
 ACTIVE_STATES = (DISPATCHED, RUNNING)
@@ -217,6 +219,13 @@ class JobQueue:
         self._last_served: dict[str, float] = {}        # user: when one of their jobs was last dispatched
         self._party_last_served: dict[str, float] = {}  # party (origin, or user:<name>): the same
         self._rejected_kept = self._count_rejected()
+        self.waiting = WaitingJobs()  # the queued jobs in memory: kept at every change to or from QUEUED
+        self.reload_waiting()
+
+    def reload_waiting(self) -> None:
+        """Read the queued jobs from the file again (after rows were written behind this object's back)."""
+        self.waiting.rebuild(self.db.execute("SELECT id, origin, user, submitted FROM jobs WHERE state = ?"
+                                             " ORDER BY submitted, rowid", (QUEUED,)))
 
     def close(self) -> None:
         self.db.close()
@@ -246,6 +255,7 @@ class JobQueue:
                 (job.id, user, source, QUEUED, now, now, reply_topic, correlation, post_id, origin))
         except STORAGE_ERRORS as exc:
             raise StorageFailed(exc) from exc
+        self.waiting.add(job.id, origin, user, now)
         self.user_rates.take(user)
         if origin:
             self.origin_rates.take(origin)
@@ -296,7 +306,7 @@ class JobQueue:
     def _check_admission(self, user: str, origin: str | None, now: float) -> None:
         """Raise QueueRefused unless the queue, the origin and the user all have room; takes nothing."""
         limits = self.limits
-        (waiting,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()
+        waiting = len(self.waiting)
         if waiting >= limits.max_queued:
             raise QueueRefused(f"queue full: {waiting} jobs are waiting (at most {limits.max_queued}); "
                                f"try again later", "queue_full")
@@ -304,16 +314,18 @@ class JobQueue:
             if not self.origin_rates.allows(origin, now):
                 raise QueueRefused(f"rate limit: at most {limits.per_origin_rate:g} submissions per second "
                                    f"from one client (burst {limits.per_origin_burst})", "origin_rate")
-            (held,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE origin = ? AND state IN (?, ?, ?)",
-                                      (origin, QUEUED, DISPATCHED, RUNNING)).fetchone()
+            (active,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?) AND origin = ?",
+                                        (DISPATCHED, RUNNING, origin)).fetchone()
+            held = active + self.waiting.waiting(origin=origin)
             if held >= limits.per_origin_queued:
                 raise QueueRefused(f"queue share: this client already has {held} jobs waiting "
                                    f"(at most {limits.per_origin_queued}, whatever the user names)", "origin_share")
         if not self.user_rates.allows(user, now):
             raise QueueRefused(f"rate limit: at most {limits.per_user_rate:g} submissions per second "
                                f"per user (burst {limits.per_user_burst})", "rate")
-        (held,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE user = ? AND state IN (?, ?, ?)",
-                                  (user, QUEUED, DISPATCHED, RUNNING)).fetchone()
+        (active,) = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?) AND user = ?",
+                                    (DISPATCHED, RUNNING, user)).fetchone()
+        held = active + self.waiting.waiting(user=user)
         if held >= limits.per_user_queued:
             raise QueueRefused(f"queue share: user {user!r} already has {held} jobs waiting "
                                f"(at most {limits.per_user_queued})", "user_share")
@@ -328,8 +340,7 @@ class JobQueue:
         waiting longest); users and origins that already hold their maximum of
         dispatched or running jobs are passed over.  None if nothing may go.
         """
-        rows = self.db.execute("SELECT origin, user, MIN(submitted) FROM jobs WHERE state = ?"
-                               " GROUP BY origin, user", (QUEUED,)).fetchall()
+        rows = list(self.waiting.oldest())  # (origin, user, oldest submitted, that job's id)
         if not rows:
             return None
         busy_users: set[str] = set()
@@ -347,19 +358,17 @@ class JobQueue:
                 busy_users = {u for u, n in per_user.items() if n >= max_active_per_user}
             if max_active_per_origin is not None:
                 busy_origins = {o for o, n in per_origin.items() if n >= max_active_per_origin}
-        parties: dict[str, list[tuple[str | None, str, float]]] = {}
-        for origin, user, oldest in rows:
+        parties: dict[str, list[tuple[str | None, str, float, str]]] = {}
+        for origin, user, oldest, job_id in rows:
             if user in busy_users or (origin and origin in busy_origins):
                 continue
-            parties.setdefault(party_of(user, origin), []).append((origin, user, oldest))
+            parties.setdefault(party_of(user, origin), []).append((origin, user, oldest, job_id))
         if not parties:
             return None
         served = self._party_last_served
         party = min(parties, key=lambda p: (served.get(p, 0.0), min(c[2] for c in parties[p]), p))
-        origin, user, _ = min(parties[party], key=lambda c: (self._last_served.get(c[1], 0.0), c[2], c[1]))
-        row = self.db.execute(f"{self._SELECT} WHERE state = ? AND user = ? AND origin IS ?"
-                              " ORDER BY submitted, rowid LIMIT 1", (QUEUED, user, origin)).fetchone()
-        return self._job(row)
+        _, _, _, job_id = min(parties[party], key=lambda c: (self._last_served.get(c[1], 0.0), c[2], c[1]))
+        return self.get(job_id)
 
     def mark_dispatched(self, job_id: str, node: str, lease: float) -> int | None:
         """Handed to `node`: returns the attempt number this dispatch is (1, 2, ...), or None if
@@ -375,6 +384,7 @@ class JobQueue:
             (DISPATCHED, node, now + lease, attempt, now, job_id, QUEUED, job.attempts))
         if cursor.rowcount != 1:
             return None
+        self.waiting.remove(job_id)
         self._last_served[job.user] = now
         self._party_last_served[job.party] = now
         self._forget_idle_turns()
@@ -382,15 +392,19 @@ class JobQueue:
 
     def release(self, job_id: str, attempt: int) -> None:
         """Undo a dispatch whose job message could not be sent: back to the queue, the attempt not counted."""
-        self.db.execute("UPDATE jobs SET state = ?, node = NULL, lease_until = NULL, attempts = ?, updated = ?"
-                        " WHERE id = ? AND state = ? AND attempts = ?",
-                        (QUEUED, attempt - 1, self.clock(), job_id, DISPATCHED, attempt))
+        cursor = self.db.execute(
+            "UPDATE jobs SET state = ?, node = NULL, lease_until = NULL, attempts = ?, updated = ?"
+            " WHERE id = ? AND state = ? AND attempts = ?", (QUEUED, attempt - 1, self.clock(), job_id, DISPATCHED,
+                                                            attempt))
+        if cursor.rowcount == 1:
+            job = self.get(job_id)
+            self.waiting.add(job.id, job.origin, job.user, job.submitted)
 
     def _forget_idle_turns(self) -> None:
         """Keep the turn bookkeeping bounded: forget users and parties with nothing queued."""
         if len(self._last_served) + len(self._party_last_served) <= self.MAX_TRACKED:
             return
-        rows = self.db.execute("SELECT DISTINCT origin, user FROM jobs WHERE state = ?", (QUEUED,)).fetchall()
+        rows = [(origin, user) for origin, user, _, _ in self.waiting.oldest()]
         users = {user for _, user in rows}
         parties = {party_of(user, origin) for origin, user in rows}
         self._last_served = {u: t for u, t in self._last_served.items() if u in users}
@@ -454,6 +468,7 @@ class JobQueue:
                       "error": {"message": f"waited more than {self.limits.queue_deadline:g} s in the queue"}}
             self.db.execute("UPDATE jobs SET state = ?, result = ?, updated = ? WHERE id = ? AND state = ?",
                             (EXPIRED, json.dumps(result), self.clock(), job.id, QUEUED))
+            self.waiting.remove(job.id)
             job.state, job.result = EXPIRED, result
             expired.append(job)
         return expired
@@ -481,6 +496,7 @@ class JobQueue:
             self.db.execute("UPDATE jobs SET state = ?, node = NULL, lease_until = NULL, updated = ? WHERE id = ?",
                             (QUEUED, now, job.id))
             job.state, job.node = QUEUED, None
+            self.waiting.add(job.id, job.origin, job.user, job.submitted)
         return job
 
     # ------------------------------------------------------------ reading

@@ -68,6 +68,7 @@ def recover_queue(path: Path, queue_factory) -> tuple[JobQueue, QueueRecovery]:
     with queue.db:
         queue.db.execute("BEGIN")
         queue.db.executemany(f"INSERT OR IGNORE INTO jobs ({', '.join(columns)}) VALUES ({placeholders})", rows)
+    queue.reload_waiting()  # the rows went in behind the queue's back
     for job_id in back.keys_only:
         if isinstance(job_id, str):
             queue.record_lost(job_id, LOST_JOB_ERROR)

@@ -57,7 +57,7 @@ from pidaemon_plugins.registry import NODE_STATE, NodeRecord, RegistryPlugin
 from . import hookspecs
 from .hookspecs import WarbleHooks
 from .job_values import JobValues
-from .jobqueue import (ACTIVE_STATES, REJECTED, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
+from .jobqueue import (ACTIVE_STATES, REJECTED, RUNNING, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
                        StorageFailed, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
 from .limited_log import LimitedLog
@@ -71,6 +71,7 @@ from .worker_choice import WorkerLoad, pick_worker
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
 CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
+RUNNING_NOTICE_AFTER = 0.25  # seconds a job runs before its client is told "running" (most end sooner)
 
 
 @settings
@@ -151,6 +152,7 @@ class WarbleServer:
         self._next_cleanup = 0.0
         self._closed = False
         self._connected_since: float | None = None  # monotonic: since when this server has been connected
+        self._running_notices: dict[str, asyncio.TimerHandle] = {}  # job id: its "running" answer, to come
         # Results a worker sent that the queue file could not take (a full disk): kept here, written again at
         # each housekeeping, and their jobs are not handed to another worker meanwhile.
         self._unwritten: dict[str, tuple[str, int, dict[str, Any]]] = {}  # job id: (worker, attempt, result)
@@ -233,6 +235,8 @@ class WarbleServer:
     @hookimpl
     def pidaemon_shutdown(self, node):
         self._closed = True  # messages that still arrive until the bus stops are not handled
+        for notice in self._running_notices.values():
+            notice.cancel()
         if self._unwritten:
             node.log.error("warble: %d results could not be written (the disk is full); their jobs run again "
                            "after the next start: %s", len(self._unwritten), ", ".join(sorted(self._unwritten)))
@@ -557,13 +561,26 @@ class WarbleServer:
             if not self.queue.mark_running(job_id, worker, self.lease, attempt=attempt):
                 self.stats["stale_replies"] += 1
                 return
-            # Progress for the client that waits (it may not read the workers' topics): running, and where.
-            job = self.queue.get(job_id)
-            self._publish_result(job, {"id": job_id, "user": job.user, "status": "running", "node": worker})
+            self._announce_running_later(job_id, worker)
             return
         if state != "done" or not isinstance(reply.get("result"), dict):
             raise PayloadError(f"warble reply from {worker} for {job_id}: unknown state {state!r}")
         self._record_result(job_id, worker, attempt, reply["result"])
+
+    def _announce_running_later(self, job_id: str, worker: str) -> None:
+        """Progress for the client that waits (it may not read the workers' topics): running, and where;
+        only for a job still running `RUNNING_NOTICE_AFTER` seconds later.  Most jobs end sooner, and a
+        message more per job would cost the cluster a sixth of its throughput for nobody's benefit."""
+        def announce() -> None:
+            self._running_notices.pop(job_id, None)
+            job = self.queue.get(job_id)
+            if job is not None and job.state == RUNNING and job.node == worker:
+                self._publish_result(job, {"id": job_id, "user": job.user, "status": "running", "node": worker})
+
+        previous = self._running_notices.pop(job_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._running_notices[job_id] = asyncio.get_running_loop().call_later(RUNNING_NOTICE_AFTER, announce)
 
     def _record_result(self, job_id: str, worker: str, attempt: int, result: dict[str, Any]) -> None:
         """Store a worker's result once and announce it; one the disk cannot take waits in memory.
@@ -590,6 +607,9 @@ class WarbleServer:
             self._unwritten[job_id] = (worker, attempt, result)
             return
         self._unwritten.pop(job_id, None)
+        notice = self._running_notices.pop(job_id, None)
+        if notice is not None:
+            notice.cancel()
         if not stored:
             # At-least-once delivery (a duplicate), or an attempt that lost the job: stored once, announced once.
             self.stats["duplicate_results"] += 1

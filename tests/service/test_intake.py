@@ -74,7 +74,7 @@ def test_mqtt5_request_response_is_honoured(broker, tmp_path):
             props.ResponseTopic = "picluster/replies/v5-client"  # under the allowed reply subtree
             props.CorrelationData = b"req-42"
             props.UserProperty = ("user", "grace")
-            client.publish("picluster/warble/submit", "PRINT(40+2)", qos=1, properties=props)
+            client.publish("picluster/warble/submit", "SLEEP(0.5);PRINT(40+2)", qos=1, properties=props)
             await wait_until(lambda: len(answers) >= 3)
 
     asyncio.run(scenario())

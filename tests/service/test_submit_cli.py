@@ -331,7 +331,7 @@ def test_without_a_broker_user_under_the_shipped_acl(acl_broker, tmp_path, capsy
         await server.start()
         await worker.start()
         await registry_says(watcher, server="online", worker_1="online")
-        ran = await asyncio.to_thread(run_submit, "PRINT(6*7)", "--wait", "--broker", acl_broker.url)
+        ran = await asyncio.to_thread(run_submit, "SLEEP(0.5);PRINT(6*7)", "--wait", "--broker", acl_broker.url)
         ran_text = capsys.readouterr()
         current = await asyncio.to_thread(run_status, "--json")
         current_report = json.loads(capsys.readouterr().out)

@@ -19,7 +19,7 @@ def test_mosquitto_pub_submits_and_mosquitto_sub_gets_the_result(broker, tmp_pat
                                     "-C", "3", "-W", "30"], stdout=subprocess.PIPE, text=True)
             await asyncio.sleep(0.5)  # let mosquitto_sub subscribe
             subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", "picluster/warble/submit",
-                            "-m", "#pi{FOR(i=0;i<3;i++){PRINT(i)}}"], check=True)
+                            "-m", "#pi{FOR(i=0;i<3;i++){PRINT(i)};SLEEP(0.5)}"], check=True)
             out, _ = await asyncio.to_thread(sub.communicate, timeout=40)
             return [json.loads(line) for line in out.splitlines()]
 
