@@ -43,9 +43,10 @@ def test_frozen_worker_is_unhealthy_then_healthy_and_killed_worker_goes_offline(
         frozen, killed, steady = processes
         state = lambda node_id: (registry.record(node_id) or {}).get("state")  # noqa: E731
         try:
-            await wait_until(lambda: all(state(n) == "online" for n in ("frozen", "killed", "steady")),
-                             timeout=30, what="workers online")
-            assert registry.healthy_nodes(role="worker") == ["frozen", "killed", "steady"]
+            # A node says `online` before its info (and so its role) arrives: wait for both.
+            await wait_until(lambda: registry.healthy_nodes(role="worker") == ["frozen", "killed", "steady"],
+                             timeout=30, what="workers online with their info")
+            assert all(state(n) == "online" for n in ("frozen", "killed", "steady"))
 
             frozen.send_signal(signal.SIGSTOP)
             await wait_until(lambda: state("frozen") == "unhealthy", timeout=DEADLINE + 10, what="frozen unhealthy")
