@@ -13,9 +13,10 @@ the simulator does).  The program's built-ins
 come from every plugin's `pidaemon_warble_builtins`; this plugin contributes
 LIGHTS and PLAYSOUND, which become MQTT commands (`<prefix>/lights/set`,
 `<prefix>/sound/play`) for the lamp and the speaker.  SAVE and LOAD go to the
-server's per-user store over MQTT (`warble/store` in docs/protocol.md), with
-the job and its attempt: the server refuses them from an attempt that no
-longer holds the job.
+server's per-user store over MQTT (`nodes/<id>/reply/warble_store` in
+docs/protocol.md), with the job and its attempt: the server refuses them from
+an attempt that no longer holds the job, and keeps a run's SAVEs pending
+until its result commits them.
 
 Fencing on this side: a run stops acting on the world (LIGHTS, PLAYSOUND and
 plugin effects end the program with an error instead) once it may have lost
