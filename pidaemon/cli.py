@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import TYPE_CHECKING, Sequence
 
@@ -62,6 +63,8 @@ def config_from_args(args: argparse.Namespace, path: str | None = None,
 
 
 def print_config_errors(error: ConfigError) -> None:
+    for warning in error.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for message in error.messages:
         print(message, file=sys.stderr)
     print(f"{len(error.messages)} error{'s' if len(error.messages) != 1 else ''} in the configuration",
@@ -227,9 +230,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # --http is a shorthand for the server's HTTP API plugin (sim.yaml names it).
     http = {"enabled": False} if args.http == "off" else {"listen": args.http}
-    roles = roles_with(args.config, args.plugin, {"server": {"plugins": {"warble_http": http}}})
+    roles, locations = roles_with(args.config, args.plugin, {"server": {"plugins": {"warble_http": http}}})
     cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix, roles=roles,
-                               state_dir=args.state_dir, fresh=args.fresh)
+                               state_dir=args.state_dir, fresh=args.fresh, locations=locations)
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -353,9 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     offer_completions(parser)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that went away is handled, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pidaemon ... | head`): stop quietly, as Unix tools do, with 128 + SIGPIPE;
+        # stdout goes to /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:
         from .config import ConfigError  # imported by then if the command read a configuration
         if not isinstance(error, ConfigError):

@@ -131,9 +131,10 @@ PLUGIN_COMMON_FIELDS = {
 class ConfigError(Exception):
     """Every problem of a configuration, each formatted `file:line: path: message`."""
 
-    def __init__(self, messages: list[str]):
+    def __init__(self, messages: list[str], warnings: list[str] | None = None):
         super().__init__("\n".join(messages))
         self.messages = messages
+        self.warnings = warnings or []  # found beside the errors (a plugin not installed...)
 
 
 @dataclass
@@ -308,13 +309,17 @@ def load_config(
     for key_path, value, origin in [*environment_overrides(os.environ if environ is None else environ), *overrides]:
         data = set_path(data, key_path, value)
         locations[key_path] = origin
+        for depth in range(1, len(key_path)):  # a key the override creates is the override's, too
+            locations.setdefault(key_path[:depth], origin)
     return validate(data, locations, sources, plugin_schema)
 
 
 def config_from_mapping(data: dict, *, origin: str = "<built-in>",
-                        plugin_schema: PluginSchemaLookup | None = None) -> Config:
-    """Validate a configuration given as a Python mapping (the simulator and tests build them)."""
-    return validate(data, {(): origin}, [origin], plugin_schema)
+                        plugin_schema: PluginSchemaLookup | None = None,
+                        locations: Mapping[tuple, str] | None = None) -> Config:
+    """Validate a configuration given as a Python mapping (the simulator and tests build them);
+    `locations` says where some of its settings were written (`file:line`), for the errors."""
+    return validate(data, {(): origin, **(locations or {})}, [origin], plugin_schema)
 
 
 def validate(data: dict, locations: dict[tuple, str], sources: list[str],
@@ -326,7 +331,8 @@ def validate(data: dict, locations: dict[tuple, str], sources: list[str],
     if not problems:
         problems.extend(_cross_checks(result))
     if problems:
-        raise ConfigError([_locate(p, locations, sources[0]) for p in problems])
+        raise ConfigError([_locate(p, locations, sources[0]) for p in problems],
+                          [_locate(w, locations, sources[0]) for w in warnings])
     return Config(result, sources, [_locate(w, locations, sources[0]) for w in warnings])
 
 
@@ -399,13 +405,17 @@ def _raw_get(data: Mapping, path: tuple[str, ...]) -> Any:
 
 
 def render_node_id(template: str, *, hostname: str, mac: str) -> str:
-    """Expand `{hostname}`, `{mac}` and `{mac6}`; the result must be a safe topic level."""
-    hexmac = mac.replace(":", "").lower()
+    """Expand `{hostname}`, `{mac}` and `{mac6}`; the result must be a safe topic level.
+
+    What the machine supplies is made safe (a hostname with a space gets a dash); what the
+    operator wrote is not rewritten: `bad id!` is an error, not silently `bad-id-`.
+    """
+    hexmac = re.sub(r"[^0-9a-f]", "", mac.lower())
+    short_hostname = re.sub(r"[^A-Za-z0-9_.\-]", "-", hostname.split(".")[0])
     try:
-        node_id = template.format(hostname=hostname.split(".")[0], mac=hexmac, mac6=hexmac[-6:])
+        node_id = template.format(hostname=short_hostname, mac=hexmac, mac6=hexmac[-6:])
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"bad template {template!r}: use {{hostname}}, {{mac}} or {{mac6}} ({exc})") from None
-    node_id = re.sub(r"[^A-Za-z0-9_.\-]", "-", node_id)
     if not is_name(node_id):
         raise ValueError(f"node id {node_id!r} is not {NAME_DOC}")
     return node_id

@@ -8,11 +8,31 @@ imported only when a configuration asks for the embedded broker.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 
 class BrokerPortTaken(RuntimeError):
     pass
+
+
+class _ClientErrorsOnOneLine(logging.Filter):
+    """amqtt logs a client's bad CONNECT (an MQTT 5 client, garbage on the port) with a traceback,
+    which reads like a crash of the broker: keep its one-line message, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and type(record.exc_info[1]).__module__.startswith("amqtt."):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_amqtt_logs() -> None:
+    broker_log = logging.getLogger("amqtt.broker")
+    if not any(isinstance(f, _ClientErrorsOnOneLine) for f in broker_log.filters):
+        broker_log.addFilter(_ClientErrorsOnOneLine())
+    # amqtt loads its password-file plugin whatever the configuration says, and it warns, on every
+    # start, that it has no password file; the embedded broker is anonymous by design (docs/broker.md).
+    logging.getLogger("amqtt.broker.plugins.auth_file").setLevel(logging.ERROR)
 
 
 class EmbeddedBroker:
@@ -40,6 +60,7 @@ class EmbeddedBroker:
         except ImportError:
             raise RuntimeError("the embedded broker needs amqtt: pip install 'pidaemon[broker]'") from None
         self._check_port_free()
+        _quiet_amqtt_logs()
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .config import BrokerAddress, ConfigError, config_from_mapping, deep_merge, load_yaml_file
+from .config import BrokerAddress, Config, ConfigError, config_from_mapping, deep_merge, load_yaml_file
 from .daemon import Daemon
 from .plugins import PluginCatalog
 from .warble import Limits, Runner
@@ -42,11 +42,13 @@ def default_roles() -> dict[str, Any]:
 
 
 def roles_with(extra_file: str | Path | None = None, plugins: Iterable[str] = (),
-               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The default roles, with a user's file merged over them and `NAME[:ROLE]` plugins added."""
-    roles = default_roles()
+               overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[tuple, str]]:
+    """The default roles, with a user's file merged over them and `NAME[:ROLE]` plugins added
+    (required: a plugin asked for by name that cannot load stops the simulator).  Also returns
+    where each setting came from, `file:line` or the `--plugin` option, keyed by (role, ...) paths."""
+    roles, locations = default_roles(), {}
     if extra_file is not None:
-        data, _ = load_yaml_file(extra_file)
+        data, locations = load_yaml_file(extra_file)
         roles = deep_merge(roles, data)
     for spec in plugins:
         name, _, role = spec.partition(":")
@@ -54,13 +56,22 @@ def roles_with(extra_file: str | Path | None = None, plugins: Iterable[str] = ()
         if role not in roles:
             raise ConfigError([f"--plugin {spec}: no role {role!r} in the simulated cluster "
                                f"(roles: {', '.join(sorted(roles))})"])
-        roles[role].setdefault("plugins", {}).setdefault(name, {})
-    return deep_merge(roles, overrides or {})
+        roles[role].setdefault("plugins", {}).setdefault(name, {}).setdefault("required", True)
+        locations.setdefault((role, "plugins", name), f"--plugin {spec}")
+    return deep_merge(roles, overrides or {}), locations
 
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "pidaemon" / "sim"
+
+
+def shared_runner(worker_config: Config | None, max_jobs: int) -> Runner:
+    """The runner the simulated workers share, with the worker role's `warble_worker` settings
+    (each worker also passes its own limits with every job)."""
+    section = (worker_config.plugin_sections if worker_config else {}).get("warble_worker") or {}
+    per_child = {"jobs_per_child": section["jobs_per_child"]} if "jobs_per_child" in section else {}
+    return Runner(section.get("limits") or Limits(), max_jobs=max_jobs, **per_child)
 
 
 def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
@@ -72,26 +83,32 @@ def simulated_facts(index: int, node_id: str) -> dict[str, Any]:
 class SimulatedCluster:
     def __init__(self, workers: int, *, broker: BrokerAddress | None = None, listen: str = "127.0.0.1:1883",
                  prefix: str = "picluster", roles: Mapping[str, Any] | None = None, devices: bool = True,
-                 state_dir: str | Path | None = None, fresh: bool = False, runner_jobs: int = 4):
+                 state_dir: str | Path | None = None, fresh: bool = False, runner_jobs: int = 4,
+                 locations: Mapping[tuple, str] | None = None):
         self.catalog = PluginCatalog()
         self.broker = broker
         self.listen = listen
         self.prefix = prefix
         self.roles = dict(default_roles() if roles is None else roles)
+        self.locations = dict(locations or {})
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         if fresh and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         host, _, port = listen.rpartition(":")
         self.worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1",
                                                      int(port), False)
-        # One sandboxed Warble runner lent to every simulated worker (`node.lookup(Runner)`): a zygote
-        # per worker would mean a thousand processes.  Jobs still run in sandbox processes of their own.
-        self.runner = Runner(Limits(), max_jobs=runner_jobs)
-        self.server = self._daemon(0, "sim-server", SERVER_ROLE)
-        self.workers = [self._daemon(i, f"sim-worker-{i:04d}", WORKER_ROLE) for i in range(1, workers + 1)]
+        server_config = self._config(0, "sim-server", SERVER_ROLE)
+        worker_configs = [self._config(i, f"sim-worker-{i:04d}", WORKER_ROLE) for i in range(1, workers + 1)]
         device_roles = [r for r in self.roles if r not in (SERVER_ROLE, WORKER_ROLE)] if devices else []
-        self.devices = [self._daemon(workers + 1 + i, self.roles[role].get("id") or f"sim-{role}", role)
-                        for i, role in enumerate(device_roles)]
+        device_configs = [self._config(workers + 1 + i, self.roles[role].get("id") or f"sim-{role}", role)
+                          for i, role in enumerate(device_roles)]
+        # One sandboxed Warble runner lent to every simulated worker (`node.lookup(Runner)`): a zygote
+        # per worker would mean a thousand processes.  Jobs still run in sandbox processes of their own,
+        # under the worker role's own limits.
+        self.runner = shared_runner(worker_configs[0][1] if worker_configs else None, runner_jobs)
+        self.server = self._daemon(*server_config)
+        self.workers = [self._daemon(*c) for c in worker_configs]
+        self.devices = [self._daemon(*c) for c in device_configs]
         self.server.embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port}, "
                                             "or choose another port with --listen HOST:PORT")
         self.nodes = [self.server, *self.workers, *self.devices]
@@ -107,7 +124,7 @@ class SimulatedCluster:
                 section["insecure"] = True
         return sections
 
-    def _daemon(self, index: int, node_id: str, role: str) -> Daemon:
+    def _config(self, index: int, node_id: str, role: str) -> tuple[int, Config]:
         hosts_broker = role == SERVER_ROLE and self.broker is None
         config: dict[str, Any] = {
             "node": {"role": role, "id": node_id, "state_dir": str(self.state_dir / node_id)},
@@ -118,9 +135,14 @@ class SimulatedCluster:
         }
         if hosts_broker:
             config["broker"] = {"embedded": True, "listen": self.listen}
-        validated = config_from_mapping(config, origin=f"<sim {node_id}, role {role}>",
-                                        plugin_schema=self.catalog.schema)
-        return Daemon(validated, catalog=self.catalog, facts=simulated_facts(index, node_id),
+        # Errors point at the user's file (or --plugin): its (role, "plugins", ...) is the node's ("plugins", ...).
+        where = {("plugins", *path[2:]): place for path, place in self.locations.items()
+                 if path[:2] == (role, "plugins")}
+        return index, config_from_mapping(config, origin=f"<sim {node_id}, role {role}>",
+                                          plugin_schema=self.catalog.schema, locations=where)
+
+    def _daemon(self, index: int, config: Config) -> Daemon:
+        return Daemon(config, catalog=self.catalog, facts=simulated_facts(index, config["node"]["id"]),
                       lend=[self.runner])
 
     async def start(self) -> None:

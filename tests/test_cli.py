@@ -38,3 +38,18 @@ def test_help_does_not_import_the_daemon_the_bus_or_yaml():
             "'paho.mqtt.client', 'asyncio')), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])   # the write fails in the command, or at the final flush
+def test_a_reader_that_goes_away_stops_the_command_quietly(unbuffered):
+    """`pidaemon config show ... | head -1`: the pipe closes early; no traceback, exit 128 + SIGPIPE as Unix tools."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        result = subprocess.run([sys.executable, "-m", "pidaemon", "config", "show", "config/worker.yaml"],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                                env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

@@ -83,6 +83,23 @@ def test_unknown_plugin_gets_a_hint_and_required_makes_it_an_error(tmp_path):
     assert error.value.messages == [f'{required}:3: plugins.pnig: no plugin named "pnig" is installed; did you mean "ping"?']
 
 
+def test_config_check_shows_the_warnings_beside_the_errors(tmp_path):
+    path = write(tmp_path / "both.yaml", "node: {role: worker}\nmqtt: {keepalive: 1}\nplugins:\n  pnig: {}\n")
+    result = pidaemon("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'warning: {path}:4: plugins.pnig: no plugin named "pnig" is installed; did you mean "ping"?',
+        f"{path}:2: mqtt.keepalive: expected a whole number >= 2 and <= 65535, got 1",
+        "1 error in the configuration"]
+
+
+def test_an_override_that_creates_an_unknown_section_is_blamed_on_the_override(tmp_path):
+    role = write(tmp_path / "worker.yaml", WORKER)
+    with pytest.raises(ConfigError) as error:
+        load(role, overrides=[(("nosuch", "x"), 1, "--set nosuch.x")])
+    assert error.value.messages == ["--set nosuch.x: nosuch: unknown key"]
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = write(tmp_path / "broken.yaml", "node:\n  role: worker\n  id: [unclosed\nmqtt: {}\n")
     with pytest.raises(ConfigError) as error:
@@ -152,6 +169,16 @@ def test_node_id_templates():
     assert render_node_id("{hostname}-{mac}", hostname="a b", mac="b8:27:eb:00:00:01") == "a-b-b827eb000001"
     with pytest.raises(ValueError, match="bad template"):
         render_node_id("{serial}", hostname="h", mac="00:00:00:00:00:01")
+    with pytest.raises(ValueError, match="node id 'bad id!' is not"):     # what the operator typed is not rewritten
+        render_node_id("bad id!", hostname="h", mac="00:00:00:00:00:01")
+
+
+def test_a_node_id_given_on_the_command_line_is_checked_not_rewritten(tmp_path):
+    role = write(tmp_path / "worker.yaml", WORKER)
+    result = pidaemon("run", "-c", str(role), "--node-id", "bad id!", "--broker", "mqtt://127.0.0.1:1",
+                      timeout=60)   # stops before connecting
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith("--node-id: node.id: node id 'bad id!' is not 1-64 letters")
 
 
 def test_config_show_prints_the_merged_configuration(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,10 @@ def wait_for_output(process, log_path, text: str, timeout: float = 60.0) -> str:
         time.sleep(0.1)
 
 
+# CONNECT: protocol "MQTT" level 5, clean start, keepalive 60, no properties, empty client id.
+MQTT5_CONNECT = bytes([0x10, 13, 0, 4, *b"MQTT", 5, 0x02, 0, 60, 0, 0, 0])
+
+
 def test_desk_cluster_on_the_embedded_broker_starts_cleanly_and_delivers_only_subscribed_topics(tmp_path):
     port = free_port()
     log_path = tmp_path / "sim.log"
@@ -43,6 +48,11 @@ def test_desk_cluster_on_the_embedded_broker_starts_cleanly_and_delivers_only_su
             while b'"ok"' not in b"".join(m.payload for m in watcher.messages) and time.monotonic() < deadline:
                 time.sleep(0.1)
             topics = {m.topic for m in watcher.messages}
+            # An MQTT 5 client (`pidaemon submit --protocol 5`) is refused: one line in the log, no traceback.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(MQTT5_CONNECT)
+                client.recv(16)
+            wait_for_output(sim, log_path, "Invalid protocol", timeout=30)
         finally:
             watcher.close()
     finally:
@@ -50,6 +60,7 @@ def test_desk_cluster_on_the_embedded_broker_starts_cleanly_and_delivers_only_su
         sim.wait(30)
     output = log_path.read_text()
     assert "Traceback" not in output, output
+    assert "password-file" not in output, output   # amqtt's warning about a file the embedded broker never uses
     assert "lost connection" not in output, output
     assert result.topic.startswith("picluster/warble/results/")
     assert all(topic.startswith("picluster/warble/results/") for topic in topics), sorted(topics)

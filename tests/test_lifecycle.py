@@ -233,7 +233,8 @@ def test_sim_runs_signing_plugins_insecure_unless_told_otherwise(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("server:\n  plugins:\n    announce: {targets: ['127.255.255.255'], mdns: false}\n"
                      "worker:\n  plugins:\n    discovery: {mdns: false, secret: a-secret-of-our-own}\n")
-    cluster = SimulatedCluster(1, roles=roles_with(extra), state_dir=tmp_path / "state")
+    roles, locations = roles_with(extra)
+    cluster = SimulatedCluster(1, roles=roles, locations=locations, state_dir=tmp_path / "state")
     announce = cluster.server.config.plugin_sections["announce"]
     discovery = cluster.workers[0].config.plugin_sections["discovery"]
     assert announce["insecure"] is True

@@ -62,7 +62,12 @@ def add_commands(subparsers) -> None:
 
 # ---- helpers ---------------------------------------------------------------------
 def _source(arg: str) -> str:
-    return sys.stdin.read() if arg == "-" else arg
+    """The program; from standard input, the newline that ends the last line is not part of it
+    (`echo 'PRINT(1)' | pidaemon warble run -` must not spend one of the 280 characters on it)."""
+    if arg != "-":
+        return arg
+    text = sys.stdin.read()
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
 
 
 def _limits(pairs: list[str]) -> Limits:
@@ -112,6 +117,8 @@ def plugin_builtins(names: list[str]) -> list[Builtin]:
     """
     if not names:
         return []
+    import atexit
+    import shutil
     import tempfile
 
     from ..config import ConfigError, config_from_mapping
@@ -120,7 +127,9 @@ def plugin_builtins(names: list[str]) -> list[Builtin]:
     from pidaemon_plugins.warble.hookspecs import WarbleHooks
 
     catalog = PluginCatalog()
-    mapping = {"node": {"role": "cli", "id": "warble-cli", "state_dir": tempfile.mkdtemp(prefix="pidaemon-warble-")},
+    state_dir = tempfile.mkdtemp(prefix="pidaemon-warble-")
+    atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+    mapping = {"node": {"role": "cli", "id": "warble-cli", "state_dir": state_dir},
                "plugins": {name: {"required": True} for name in names}}
     try:
         node = Daemon(config_from_mapping(mapping, origin="--plugin", plugin_schema=catalog.schema),
@@ -141,13 +150,30 @@ def _inputs(args: argparse.Namespace):
         return None
 
 
+def _store(path: str | None, limits: Limits):
+    """The store SAVE/LOAD use: the --store file, or memory; None after saying why the file cannot be used."""
+    if not path:
+        return MemoryStore(limits.max_saved_keys, limits.max_saved_value_length)
+    import sqlite3
+
+    from ..sqlite import CorruptDatabase
+    try:
+        return SqliteStore(path, limits.max_saved_keys, limits.max_saved_value_length)
+    except CorruptDatabase as exc:
+        print(f"error: --store {exc}", file=sys.stderr)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"error: --store {path}: cannot open it ({exc})", file=sys.stderr)
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     inputs = _inputs(args)
     if inputs is None:
         return 2
     source, limits, builtins = inputs
-    store = SqliteStore(args.store, limits.max_saved_keys, limits.max_saved_value_length) \
-        if args.store else MemoryStore(limits.max_saved_keys, limits.max_saved_value_length)
+    store = _store(args.store, limits)
+    if store is None:
+        return 2
     effects = RecordingEffects(realtime=True)
     try:
         if args.in_process:
@@ -288,6 +314,9 @@ def _repl_run(session, effects: RecordingEffects, source: str, out: TextIO) -> N
         result = session.run(source)
     except WarbleError as exc:
         print(format_error(source, exc.info()), file=out)
+        return
+    except KeyboardInterrupt:  # Ctrl-C stops the program, not the session: its variables stay as before
+        print("interrupted (the variables are as they were before this line)", file=out)
         return
     for text in result.output:
         print(text, file=out)

@@ -95,6 +95,18 @@ class Limits:
                 values[key] = value
         return cls(**values)
 
+    @classmethod
+    def problems_in(cls, mapping: Mapping[Any, Any]) -> dict[str, str]:
+        """Every key of a config mapping that `from_mapping` would refuse, with the reason
+        (a configuration checker reports them all at once, each at its own line)."""
+        problems = {}
+        for key, value in mapping.items():
+            try:
+                cls.from_mapping({key: value})
+            except ValueError as exc:
+                problems[str(key)] = str(exc)
+        return problems
+
     def replace(self, **changes: Any) -> "Limits":
         return dataclasses.replace(self, **changes)
 

@@ -28,6 +28,7 @@ from .fields import (MAX_NAMES, MAX_TIME, Invalid, boolean, integer, ip_address,
 from .telemetry_summary import read_summary
 
 MAX_INFO_BYTES = 64 * 1024       # a node's info is about 1 KB, more with many plugins and their errors
+MAX_INFO_SCHEMA = 1000           # versions of the info message a newer node may speak (the registry reads the fields it knows)
 MAX_TELEMETRY_BYTES = 64 * 1024  # a sample is under 1 KB, a few KB with many cores and thermal zones
 MAX_ANSWER_BYTES = 1024
 MAX_FORGET_BYTES = 64 * 1024
@@ -107,8 +108,11 @@ def parse_info(node: str, payload: bytes) -> NodeInfo | None:
     if not payload:
         return None
     info = json_object(payload, MAX_INFO_BYTES)
-    if "id" in info and info["id"] != node:
-        raise Invalid("id", info["id"], f"the node id of the topic, {node}")
+    # Every daemon's info says its schema and id: a message without them is not a node's (and must not
+    # blank the record of one).
+    integer("schema", info.get("schema"), 1, MAX_INFO_SCHEMA)
+    if info.get("id") != node:
+        raise Invalid("id", info.get("id"), f"the node id of the topic, {node}")
     facts = {field: check_info_field(field, info.get(field)) for field, _ in INFO_RULES}
     capabilities = info.get("capabilities")
     capabilities = () if capabilities is None else tuple(names("capabilities", capabilities))

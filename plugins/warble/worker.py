@@ -37,11 +37,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
-from pidaemon.schema import Checked, Integer, Number, settings
+from pidaemon.schema import Field, Integer, Number, Problem, settings
 from pidaemon.warble import Limits, Runner, lights_builtin, playsound_builtin
 from pidaemon.warble.errors import QuotaExceeded, WarbleError
 from pidaemon.warble.values import decode_value, encode_value
@@ -77,8 +77,17 @@ class RunLost(WarbleError):
     """An effect or store request of a run that no longer holds its job."""
 
 
-def limits_from_config(value: Any) -> Limits:
-    return Limits.from_mapping(value or {})
+class WarbleLimits(Field):
+    """The `limits:` mapping of Warble limits (pidaemon.warble.Limits); each wrong key is its own problem."""
+
+    expected = "a mapping of Warble limits"
+
+    def check(self, value, path, problems):
+        if not isinstance(value, Mapping):
+            return self.fail(value, path, problems)
+        found = Limits.problems_in(value)
+        problems.extend(Problem(path + (key,), message) for key, message in found.items())
+        return None if found else Limits.from_mapping(value)
 
 
 class RemoteStore:
@@ -135,7 +144,7 @@ class WarbleWorkerSettings:
                                 doc="seconds without the event loop running after which running jobs stop their "
                                     "effects (the server may have given them to another worker); keep it below "
                                     "the registry's missed_pings x ping_interval")
-    limits: Limits | None = Checked(limits_from_config, default=None, expected="a mapping of Warble limits")
+    limits: Limits | None = WarbleLimits(default=None, doc="Warble limits (docs/warble.md), e.g. {time_limit: 10}")
 
 
 class WarbleWorker:
@@ -345,7 +354,7 @@ class WarbleWorker:
         self._job_of_thread.run = run
         try:
             store = RemoteStore(self, run, self.config.store_timeout, self.config.max_store_reads)
-            return self.runner.run(run.source, user=run.user, store=store, builtins=builtins)
+            return self.runner.run(run.source, user=run.user, store=store, builtins=builtins, limits=self.limits)
         finally:
             self._job_of_thread.run = None
 

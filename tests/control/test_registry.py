@@ -44,7 +44,7 @@ def deliver(server, topic, payload, retain=False):
 
 
 def info(node_id, **extra):
-    return {"id": node_id, "role": "worker", "ip": "10.0.0.7", "mac": "b8:27:eb:00:00:07", "hostname": node_id,
+    return {"schema": 1, "id": node_id, "role": "worker", "ip": "10.0.0.7", "mac": "b8:27:eb:00:00:07", "hostname": node_id,
             "capabilities": ["warble"], "plugins": {"ping": {"state": "running"}, "lights": {"state": "failed"}},
             **extra}
 
@@ -174,7 +174,7 @@ BAD_INFO = [  # one field wrong in each: a type, a range, a length, a character,
     ("capabilities", "warble"), ("capabilities", ["warble", "a/b"]), ("capabilities", [f"c{i}" for i in range(1000)]),
     ("capabilities", [["warble"]]),
     ("plugins", {"a+b": {"state": "failed"}}), ("plugins", {"ping": "failed"}), ("plugins", ["ping"]),
-    ("id", "someone-else"),
+    ("id", "someone-else"), ("id", None), ("schema", "x"), ("schema", None), ("schema", 0),
 ]
 
 

@@ -62,6 +62,26 @@ def test_run_store_keeps_values_between_runs(tmp_path):
     assert r.lines == ["0"]
 
 
+def test_the_newline_that_ends_standard_input_is_not_part_of_the_program():
+    longest = "PRINT(1);" + "x=1;" * 67 + "x=1"           # 280 characters, the limit
+    assert len(longest) == 280
+    for ending in ("", "\n", "\r\n"):
+        r = cli("warble", "run", "-", stdin=longest + ending)
+        assert (r.code, r.lines) == (0, ["1"]), (ending, r.stderr)
+    assert cli("warble", "run", "-", stdin=longest + "2\n").code != 0   # 281: too long, as before
+
+
+def test_a_store_file_that_cannot_be_used_is_one_clear_error(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database\n" * 100)
+    r = cli("warble", "run", "--store", str(garbage), 'SAVE("a",1)')
+    assert (r.code, r.stderr) == (2, f"error: --store {garbage} is not a usable SQLite database "
+                                     "(file is not a database)\n")
+    r = cli("warble", "run", "--store", str(tmp_path), 'SAVE("a",1)')      # a directory
+    assert r.code == 2 and r.stderr.startswith(f"error: --store {tmp_path}: cannot open it (")
+    assert garbage.read_text() == "not a database\n" * 100                 # left as it was
+
+
 def test_bad_limit_option():
     r = cli("warble", "run", "--limit", "max_stepz=5", "PRINT(1)")
     assert r.code == 2

@@ -108,3 +108,31 @@ def test_the_repl_command_echoes():
 
 def test_the_repl_help_says_values_are_shown():
     assert "2+3" in cli("warble", "repl", stdin=":help\n").stdout
+
+
+def test_ctrl_c_stops_the_running_line_and_keeps_the_session():
+    """SIGINT while a line runs (here a long SLEEP) stops that line; the REPL goes on with its variables."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repl = subprocess.Popen([sys.executable, "-m", "pidaemon", "warble", "repl", "--limit", "time_limit=60"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        repl.stdin.write('x=5\nPRINT("go")\nx=6;SLEEP(30)\n')
+        repl.stdin.flush()
+        seen = []
+        while "go" not in seen:
+            line = repl.stdout.readline()
+            assert line, f"the REPL ended early: {seen} {repl.stderr.read()}"
+            seen.append(line.strip())
+        time.sleep(0.5)  # the next line, already written, is running by then (SLEEP holds it for 30 s)
+        repl.send_signal(signal.SIGINT)
+        assert repl.stdout.readline().strip() == "interrupted (the variables are as they were before this line)"
+        out, err = repl.communicate('PRINT(x)\n', timeout=20)
+    finally:
+        repl.kill()
+    assert out.splitlines() == ["5"] and repl.returncode == 0, err
