@@ -67,14 +67,24 @@ class Message:
             raise PayloadError(f"{self.topic}: payload is not UTF-8 text (byte {exc.start})") from None
 
     def json(self) -> Any:
+        text = self.text()  # raises its own PayloadError for bytes that are not UTF-8
         try:
-            return json.loads(self.text())
+            return json.loads(text)
         except json.JSONDecodeError as exc:
             raise PayloadError(f"{self.topic}: payload is not JSON: {exc.msg} at line {exc.lineno} "
                                f"column {exc.colno}") from None
         except (ValueError, RecursionError) as exc:  # nested too deep, or an integer of too many digits
             raise PayloadError(f"{self.topic}: payload is JSON this node will not read: "
                                f"{type(exc).__name__}: {str(exc)[:80]}") from None
+
+    def json_object(self, max_bytes: int | None = None) -> dict[str, Any]:
+        """The payload as a JSON object (a command's usual shape), at most `max_bytes` long."""
+        if max_bytes is not None and len(self.payload) > max_bytes:
+            raise PayloadError(f"{self.topic}: payload of {len(self.payload)} bytes, more than {max_bytes}")
+        value = self.json()
+        if not isinstance(value, dict):
+            raise PayloadError(f"{self.topic}: expected a JSON object, got {type(value).__name__}")
+        return value
 
     def user_property(self, name: str) -> str | None:
         for key, value in self.user_properties:

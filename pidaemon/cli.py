@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--directory", default=".", metavar="DIR", help="where to write pidaemon-NAME/ (default: .)")
     new.set_defaults(func=cmd_plugins_new)
 
-    for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli", "pidaemon.nodes_cli"):
+    for module in ("pidaemon.warble.cli", "pidaemon.status_cli", "pidaemon.submit_cli", "pidaemon.nodes_cli",
+                   "pidaemon_plugins.relay.cli"):
         importlib.import_module(module).add_commands(commands)
     return parser
 

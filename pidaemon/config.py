@@ -327,16 +327,18 @@ def validate(data: dict, locations: dict[tuple, str], sources: list[str],
     problems: list[Problem] = []
     warnings: list[str] = []
     result = CORE_SCHEMA.validate(data, (), problems)
-    result["plugins"] = _validate_plugins(data.get("plugins"), plugin_schema, problems, warnings, locations)
+    schemas: dict[str, Section] = {}
+    result["plugins"] = _validate_plugins(data.get("plugins"), plugin_schema, problems, warnings, locations, schemas)
     if not problems:
         problems.extend(_cross_checks(result))
+        warnings.extend(_plugin_warnings(result, schemas))
     if problems:
         raise ConfigError([_locate(p, locations, sources[0]) for p in problems],
                           [_locate(w, locations, sources[0]) for w in warnings])
     return Config(result, sources, [_locate(w, locations, sources[0]) for w in warnings])
 
 
-def _validate_plugins(raw: Any, plugin_schema, problems, warnings, locations) -> dict:
+def _validate_plugins(raw: Any, plugin_schema, problems, warnings, locations, schemas=None) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -364,8 +366,22 @@ def _validate_plugins(raw: Any, plugin_schema, problems, warnings, locations) ->
                 # Still check the common keys, and keep the section for status reports.
                 schema = Section({}, )
                 section = {k: v for k, v in section.items() if k in PLUGIN_COMMON_FIELDS}
-        sections[str(name)] = schema.extended(PLUGIN_COMMON_FIELDS).validate(section, path, problems)
+        schema = schema.extended(PLUGIN_COMMON_FIELDS)
+        sections[str(name)] = schema.validate(section, path, problems)
+        if schemas is not None:
+            schemas[str(name)] = schema
     return sections
+
+
+def _plugin_warnings(config: dict, schemas: Mapping[str, Section]) -> list[Problem]:
+    """What each plugin's section says of the whole valid configuration: a Section may offer
+    `warnings(config, path) -> [Problem]` (the relay plugin warns when configured on the server)."""
+    found = []
+    for name, schema in schemas.items():
+        judge = getattr(schema, "warnings", None)
+        if judge is not None and config["plugins"][name]["enabled"]:
+            found.extend(judge(config, ("plugins", name)))
+    return found
 
 
 def _cross_checks(config: dict) -> list[Problem]:

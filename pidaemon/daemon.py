@@ -456,6 +456,9 @@ class Daemon:
         if self.embedded_broker is not None:
             host = self.embedded_broker.host
             return BrokerAddress("127.0.0.1" if host in ("0.0.0.0", "") else host, self.embedded_broker.port, False)
+        # Under systemd the unit stays "activating" until READY=1; say why in `systemctl status`.
+        self.notifier.notify("STATUS=looking for the broker (no mqtt.broker set: waiting for the server's "
+                             "announcement)")
         answer = self.hooks.find_broker()
         if inspect.isawaitable(answer):
             answer = await answer

@@ -12,6 +12,7 @@ import sys
 import time
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_GATE_INTERVAL = 10.0     # seconds between two LimitedLog lines of the same kind
 
 
 class NodeLogAdapter(logging.LoggerAdapter):
@@ -46,3 +47,23 @@ def setup_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
     # amqtt and paho are chatty at info level.
     for noisy in ("amqtt", "transitions", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class LimitedLog:
+    """Lines that come in floods (refusals, a full disk): one of a kind per LOG_GATE_INTERVAL; the next one
+    says how many were not logged."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter):
+        self._log = log
+        self._gates: dict[str, tuple[float, int]] = {}
+
+    def log(self, kind: str, fmt: str, *args, level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        last, suppressed = self._gates.get(kind, (-LOG_GATE_INTERVAL, 0))
+        if now - last < LOG_GATE_INTERVAL:
+            self._gates[kind] = (last, suppressed + 1)
+            return
+        self._gates[kind] = (now, 0)
+        if suppressed:
+            fmt += f" ({suppressed} more like it not logged)"
+        self._log.log(level, fmt, *args)

@@ -80,7 +80,14 @@ def test_payload_errors_name_the_topic_and_the_place():
         Message("a/b", b'{"x": 1 "y": 2}').json()
     with pytest.raises(PayloadError, match=r"^a/b: payload is not UTF-8 text \(byte 1\)$"):
         Message("a/b", b"x\xff").text()
+    with pytest.raises(PayloadError, match=r"^a/b: payload is not UTF-8 text \(byte 1\)$"):
+        Message("a/b", b"x\xff").json()   # the same reason, not "JSON this node will not read"
     assert Message("a/b", b'{"x": 1}').json() == {"x": 1}
+    assert Message("a/b", b'{"x": 1}').json_object(max_bytes=8) == {"x": 1}
+    with pytest.raises(PayloadError, match=r"^a/b: expected a JSON object, got list$"):
+        Message("a/b", b"[1]").json_object()
+    with pytest.raises(PayloadError, match=r"^a/b: payload of 9 bytes, more than 8$"):
+        Message("a/b", b'{"x": 10}').json_object(max_bytes=8)
     assert Message("a/b", b"", user_properties=(("user", "ada"),)).user_property("user") == "ada"
 
 

@@ -261,3 +261,22 @@ def test_a_state_directory_that_cannot_be_written_stops_the_daemon_saying_what_t
                                           r"\(.*\): create it for the daemon's user, or choose another with "
                                           r"--set node.state_dir=DIR"):
         asyncio.run(scenario())
+
+
+def test_systemd_hears_why_a_node_without_a_broker_is_not_ready_yet(tmp_path):
+    """A worker that waits for the server's announcement stays "activating" under systemd (READY=1 comes
+    once it has a broker): `systemctl status` shows the STATUS line saying so."""
+    address = str(tmp_path / "notify.sock")
+    config = node_config("waiting", None, plugins={"discovery": {
+        "insecure": True, "listen": "127.0.0.1", "port": free_port(), "mdns": False}})
+    path = write_config(tmp_path / "waiting.yaml", config)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(30)
+        process = start_node_process(path, env={"NOTIFY_SOCKET": address})
+        try:
+            first = notify.recv(4096).decode()
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+    assert first.startswith("STATUS=looking for the broker"), first

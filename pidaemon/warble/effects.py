@@ -16,7 +16,8 @@ from .builtin import Builtin
 from .errors import WarbleError
 
 LIGHTS_DOC = "LIGHTS(i, r, g, b): set light i (0 is the first) to a colour, each part 0-255. LIGHTS(0, 255, 0, 0)"
-PLAYSOUND_DOC = 'PLAYSOUND(name): play a sound from the library by name. PLAYSOUND("beep")'
+PLAYSOUND_DOC = ('PLAYSOUND(name): play a sound from the library by name; "" plays the speaker\'s default sound. '
+                 'PLAYSOUND("beep")')
 
 
 class Effects(Protocol):
@@ -66,7 +67,11 @@ class LightsValidator:
 
 
 class SoundValidator:
-    """Checks PLAYSOUND(name): a plain name from the configured library."""
+    """Checks PLAYSOUND(name): a plain name from the configured library.
+
+    `""` is valid: it asks for the speaker's default sound (the 2022 blog's
+    own example is `#pi{PLAYSOUND(”");}`), which the speaker, not Warble, knows.
+    """
 
     def __init__(self, sound_names):
         self.sound_names = tuple(sound_names)
@@ -75,6 +80,8 @@ class SoundValidator:
         (name,) = args
         if not isinstance(name, str):
             raise WarbleError("PLAYSOUND: the sound name must be a string, e.g. PLAYSOUND(\"beep\")")
+        if name == "":
+            return ("",)
         if any(c in name for c in "/\\:") or ".." in name or name.startswith("."):
             raise WarbleError("PLAYSOUND takes a sound name from the library, not a path or URL")
         for known in self.sound_names:

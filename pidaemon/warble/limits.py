@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+# The names PLAYSOUND accepts by default: the speaker's default library, which the
+# sound plugin synthesizes (pidaemon_plugins/sound/default_sounds.py), has exactly these.
 DEFAULT_SOUNDS = ("beep", "bell", "chime", "applause", "drum", "whistle")
 
 

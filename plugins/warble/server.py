@@ -32,7 +32,7 @@ The parts it wires: the queue (`jobqueue.py`), the submission's envelope
 repeated answers (`repeat_answers.py`), the choice of a worker
 (`worker_choice.py`), the SAVE/LOAD service (`store_service.py`), the
 leaderboard (`leaderboard.py`), damaged state files (`recovery.py`) and
-rate-limited log lines (`limited_log.py`).
+rate-limited log lines (`pidaemon.logs.LimitedLog`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from typing import Any
 
 from pidaemon import hookimpl
 from pidaemon.bus import Message, PayloadError, Subscription
+from pidaemon.logs import LimitedLog
 from pidaemon.schema import Checked, Integer, ListOf, Number, String, settings
 from pidaemon.sqlite import CorruptDatabase
 from pidaemon.warble import Limits, UnknownFunction, WarbleError, compile_program
@@ -60,7 +61,6 @@ from .job_values import JobValues
 from .jobqueue import (ACTIVE_STATES, REJECTED, RUNNING, STORAGE_ERRORS, Job, JobQueue, QueueLimits, QueueRefused,
                        StorageFailed, storage_error_name)
 from .leaderboard import Leaderboard, pi_decimals
-from .limited_log import LimitedLog
 from .recovery import QueueRecovery, recover_queue, recover_store
 from .repeat_answers import RepeatAnswers
 from .reply_topics import PREFIX_PLACEHOLDER, ReplyTopics, reply_topic_filter

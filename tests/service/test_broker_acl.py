@@ -146,7 +146,8 @@ def forgeries(holder: str, other: str) -> dict[str, object]:
 # What each role may publish among the forgeries: its own job.
 OWN_TOPICS = {
     "worker": {"picluster/lights/set", "picluster/sound/play"},
-    "lights": {"picluster/lights/state"},
+    # The lamp's node also commands its own lamp: it translates Home Assistant's light commands.
+    "lights": {"picluster/lights/state", "picluster/lights/set"},
     "audio": {"picluster/sound/played"},
     None: set(),
 }
@@ -276,8 +277,10 @@ def test_each_role_can_do_its_job_and_no_more(acl_broker, tmp_path):
     assert seen["jobs_run"] == 2
     assert seen["pixels"] == [(255, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)] and seen["lamp_changes"] == 1
     assert seen["played"] == ["beep"] and seen["sounds_announced"] == ["beep"]
-    assert seen["lamp_states"] and all(state == [[255, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
-                                       for state in seen["lamp_states"])
+    # The lamp publishes its state when it starts (dark here) and after each change; never the forged one.
+    lit, dark = [[255, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0]] * 4
+    assert seen["lamp_states"] and seen["lamp_states"][-1] == lit
+    assert all(state in (dark, lit) for state in seen["lamp_states"])
 
 
 # ---------------------------------------------------------------- speaking for another node

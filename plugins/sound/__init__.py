@@ -1,0 +1,1 @@
+"""The speaker plugin, its sound library and its backends."""

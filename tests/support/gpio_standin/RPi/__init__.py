@@ -1,0 +1,1 @@
+"""A stand-in for the RPi package in tests (see GPIO.py): never installed, put on sys.path by a test."""
