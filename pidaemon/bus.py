@@ -25,17 +25,24 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import BrokerAddress
 from .names import topic_name_problem
 
 MISC_INTERVAL = 1.0  # seconds between paho's keepalive checks
+CONNACK_TIMEOUT = 10.0  # seconds a broker has to answer the MQTT CONNECT once the TCP connection is up
 CONNECT_ERRORS = (OSError, ssl.SSLError, socket.timeout, ValueError)
 INVALID_TOPIC_LOG_INTERVAL = 60.0  # seconds between two log lines about refused topic names
 SESSION_TAKEN_OVER = 142           # MQTT v5 DISCONNECT reason: another client connected with this client id
 SHORT_CONNECTION = 2.0             # seconds: a connection the broker closes sooner was short
 SHORT_CONNECTION_WINDOW = 60.0     # seconds in which...
 SHORT_CONNECTIONS_FOR_TAKEOVER = 3  # ...this many short connections mean a takeover (MQTT 3.1.1)
+
+
+# Why a device refuses a command that comes with the retain flag (see Subscription.retain_as_published).
+RETAINED_COMMAND = ("a retained command is refused: it would be carried out again at every start "
+                    "(clear it: mosquitto_pub -r -n -t TOPIC)")
 
 
 class PayloadError(ValueError):
@@ -46,6 +53,10 @@ class PayloadError(ValueError):
 class Subscription:
     topic: str
     qos: int = 1
+    # MQTT v5: a retained message arrives with its retain flag even while this node is connected (by
+    # default a broker clears it for subscribers already there).  For command topics, whose handlers
+    # refuse retained commands, which would otherwise run again at every start.
+    retain_as_published: bool = False
 
 
 @dataclass
@@ -181,12 +192,14 @@ class Bus:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._filters: dict[str, int] = {}
+        self._retain_as_published: set[str] = set()
         self._offline_queue: deque[tuple[str, bytes, int, bool, Properties | None]] = deque()
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task | None = None
         self._misc: asyncio.Task | None = None
         self._connection_lost = asyncio.Event()
+        self._answered = asyncio.Event()   # the broker answered this attempt's CONNECT (accepted or refused)
         self._stopping = False
         self._connected = False
         self._watched_socket: int | None = None  # file descriptor
@@ -244,13 +257,21 @@ class Bus:
                 self.client.publish(self.settings.will_topic, self.settings.will_payload, 1, True)
             self.client.disconnect()
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+    def subscribe(self, topic_filter: str, qos: int = 1, retain_as_published: bool = False) -> None:
         """Add a filter; it is (re)subscribed on every connection."""
-        if self._filters.get(topic_filter, -1) >= qos:
+        if retain_as_published:
+            self._retain_as_published.add(topic_filter)
+        if self._filters.get(topic_filter, -1) >= qos and not retain_as_published:
             return
-        self._filters[topic_filter] = qos
+        self._filters[topic_filter] = max(qos, self._filters.get(topic_filter, 0))
         if self._connected:
-            self.client.subscribe(topic_filter, qos)
+            self.client.subscribe([self._subscription(topic_filter)])
+
+    def _subscription(self, topic_filter: str) -> tuple:
+        qos = self._filters[topic_filter]
+        if self.settings.protocol != "5":
+            return topic_filter, qos
+        return topic_filter, SubscribeOptions(qos=qos, retainAsPublished=topic_filter in self._retain_as_published)
 
     def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False,
                 properties: Properties | None = None) -> bool:
@@ -378,6 +399,7 @@ class Bus:
             # Close the previous socket here, on the loop, rather than in paho's
             # reconnect() in the executor thread.
             self.client._sock_close()
+            self._answered.clear()
             try:
                 await self._loop.run_in_executor(None, self.client.reconnect)
             except CONNECT_ERRORS as exc:
@@ -385,7 +407,16 @@ class Bus:
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
                 self.log.log(level, "cannot reach broker %s: %s", self.settings.broker, exc)
             else:
-                await self._connection_lost.wait()
+                if await self._answer_in_time():
+                    await self._connection_lost.wait()
+                else:
+                    self.stats["failed_attempts"] += 1
+                    level = logging.WARNING if attempt == 0 else logging.DEBUG
+                    self.log.log(level, "broker %s took the connection but did not answer the MQTT %s CONNECT "
+                                 "within %g s (a broker that does not speak MQTT %s? set mqtt.protocol); trying "
+                                 "again", self.settings.broker, self.settings.protocol, CONNACK_TIMEOUT,
+                                 self.settings.protocol)
+                    self.client._sock_close()
                 if self.stats["connects"] and self._last_connection_was_up:
                     attempt = 0
             if self._stopping:
@@ -396,6 +427,17 @@ class Bus:
             self.log.debug("reconnecting in %.2f s (attempt %d)", delay, attempt)
             await asyncio.sleep(delay)
 
+
+    async def _answer_in_time(self) -> bool:
+        """Whether the broker answered the CONNECT (or the connection dropped) within CONNACK_TIMEOUT:
+        a listener that never answers would otherwise leave the node waiting without a word."""
+        waits = [asyncio.ensure_future(self._answered.wait()), asyncio.ensure_future(self._connection_lost.wait())]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=CONNACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return bool(done)
 
     def _switch_client(self) -> None:
         """A new paho client for the new broker; what the old one had not delivered moves to the queue."""
@@ -420,6 +462,7 @@ class Bus:
     # ------------------------------------------------------------ paho callbacks (never block)
 
     def _paho_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._loop.call_soon_threadsafe(self._answered.set)
         if reason_code.is_failure:
             self.log.error("broker %s refused the connection: %s", self.settings.broker, reason_code)
             self._last_connection_was_up = False
@@ -535,7 +578,7 @@ class Bus:
         # Subscribe before sending what waited, so that a node's own messages to
         # topics it listens on come back to it.
         if self._filters:
-            _, self._pending_suback = self.client.subscribe(list(self._filters.items()))
+            _, self._pending_suback = self.client.subscribe([self._subscription(f) for f in self._filters])
         while self._offline_queue and self._connected:
             topic, data, qos, retain, properties = self._offline_queue.popleft()
             self._unacknowledged.add(self.client.publish(topic, data, qos, retain, properties).mid)

@@ -353,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    offer_completions(parser)
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()   # Ctrl-C while its imports load: no traceback either
+        offer_completions(parser)
+        args = parser.parse_args(argv)
         code = args.func(args)
         sys.stdout.flush()  # here, where a reader that went away is handled, not at interpreter exit
         return code

@@ -481,7 +481,7 @@ class Daemon:
                        on_disconnected=self._bus_disconnected, log=self.log)
         for plugin, subscription in self.hooks.subscriptions():
             self._routes.append((subscription.topic, plugin))
-            self.bus.subscribe(subscription.topic, subscription.qos)
+            self.bus.subscribe(subscription.topic, subscription.qos, subscription.retain_as_published)
         self.bus.start()
 
     def _publish_presence(self) -> None:

@@ -251,3 +251,29 @@ def test_two_nodes_with_one_id_are_told_that_another_client_uses_it(broker, capl
 
     asyncio.run(scenario())
     assert any("another client uses this client id 'twin'" in r.getMessage() for r in caplog.records)
+
+
+def test_a_broker_that_takes_the_connection_but_never_answers_is_named_and_tried_again(monkeypatch, caplog):
+    """Before: against a listener that never sends CONNACK (an MQTT 3.1.1-only broker given an MQTT 5
+    CONNECT, in one case seen), the node waited for good without a log line, even at debug level."""
+    import socket
+
+    from pidaemon import bus as bus_module
+    monkeypatch.setattr(bus_module, "CONNACK_TIMEOUT", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)   # accepts connections (the kernel does), never answers
+        url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+
+        async def scenario():
+            daemon = make_daemon("patient", url)
+            await daemon.start()
+            await wait_until(lambda: daemon.bus.stats["failed_attempts"] >= 2, 20, what="two attempts given up")
+            connected = daemon.bus.connected
+            await daemon.shutdown()
+            return connected
+
+        connected = asyncio.run(scenario())
+    assert connected is False
+    warnings = [r.getMessage() for r in caplog.records if "did not answer the MQTT 5 CONNECT" in r.getMessage()]
+    assert warnings and url.removeprefix("mqtt://") in warnings[0]

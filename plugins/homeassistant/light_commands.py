@@ -107,9 +107,9 @@ def translate(request: dict[str, Any], lamp: LampView, effects: tuple[str, ...],
     elif colour is not None:
         commands.append({"command": "fill", **_rgb(colour), **tag})
     elif not lamp.on:
+        if brightness is None and lamp.brightness == 0:   # "ON" must give light on a lamp dimmed to nothing
+            commands.append({"command": "brightness", "value": 1.0, **tag})
         commands.append({"command": "fill", **_rgb(lamp.colour), **tag})
-    elif brightness is not None and lamp.effect:
-        commands.append({"command": "effect", "name": lamp.effect, **tag})   # the brightness stopped it
     return commands
 
 

@@ -110,7 +110,7 @@ class HomeAssistantPlugin:
             return []
         subscriptions = [Subscription(self.status_topic), Subscription(node.topics.info(node.id))]
         if "lights" in self.capabilities:
-            subscriptions += [Subscription(node.topic("lights", "state")), Subscription(self.light_command_topic)]
+            subscriptions += [Subscription(node.topic("lights", "state")), Subscription(self.light_command_topic, retain_as_published=True)]
         return subscriptions
 
     @hookimpl

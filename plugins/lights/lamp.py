@@ -1,7 +1,8 @@
 """What the lamp shows: a picture (one colour per pixel), a brightness, and maybe an effect over the picture.
 
-Commands change it in the order they come; any command stops a running
-effect (and an effect command replaces it), so the picture shows again.
+Commands change it in the order they come; any command but `brightness`
+stops a running effect (and an effect command replaces it), so the picture
+shows again; a brightness dims or brightens the effect as it runs.
 `state()` is the retained `<prefix>/lights/state` payload and `saved()` what
 survives a restart of the daemon.
 """
@@ -26,14 +27,15 @@ class Lamp:
         return (255, 255, 255, 0) if self.layout.has_white else (255, 255, 255)
 
     def apply(self, command: Command) -> None:
+        if isinstance(command, SetBrightness):
+            self.brightness = command.value   # a running effect goes on, dimmed or brightened
+            return
         self.effect = None
         if isinstance(command, SetPixels):
             for index, colour in command.pixels:
                 self.pixels[index] = colour
         elif isinstance(command, Fill):
             self.pixels = [command.colour] * self.layout.count
-        elif isinstance(command, SetBrightness):
-            self.brightness = command.value
         elif isinstance(command, Effect) and command.name is not None:
             self.effect = Effect(command.name, command.colour or self.white)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from pidaemon import hookimpl
 from pidaemon.backends import BackendError, backend_options
-from pidaemon.bus import Message, PayloadError, Subscription
+from pidaemon.bus import RETAINED_COMMAND, Message, PayloadError, Subscription
 from pidaemon.schema import Any_, Checked, Integer, MapOf, Number, settings
 
 from . import saved_state
@@ -46,6 +46,7 @@ ECHO_LIMIT = 300              # characters of a refused command sent back in the
 RATE_REPLY_INTERVAL = 1.0     # seconds between two replies to one user's rate-limited commands
 RATE_LOG_INTERVAL = 60.0      # seconds between two log lines about one user's rate-limited commands
 ANONYMOUS = "(no user)"
+MAX_COMMAND_BYTES = 64 * 1024  # a `pixels` command for 1,024 RGBW pixels takes about 30 KB
 
 
 def pixel_order(value: Any) -> str:
@@ -111,6 +112,7 @@ class LightsPlugin:
         self._effect_task: asyncio.Task | None = None
         self._playing = None    # the Effect the effect task plays
         self._state_due = asyncio.Event()
+        self._stopped = False           # the daemon stops: no state but the last, dark one
         self._save_due = asyncio.Event()
         self._save_failing = False
         self._save_lock = threading.Lock()   # the save task and the shutdown hook may both write
@@ -155,6 +157,11 @@ class LightsPlugin:
             await asyncio.to_thread(self._write_saved, *self._snapshot())
         if self.renderer is not None:
             await asyncio.to_thread(self.renderer.close)
+        # The strip is off now; the retained state says so (the saved state lights it again at the next start).
+        self._stopped = True
+        dark = {"pixels": [list(self.lamp.dark)] * self.count, "brightness": self.lamp.brightness, "effect": None,
+                "on": False}
+        node.publish(node.topic("lights", "state"), dark, qos=1, retain=True)
 
     @hookimpl
     def pidaemon_connected(self, node):
@@ -171,12 +178,21 @@ class LightsPlugin:
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
-        return [Subscription(node.topic("lights", "set"))]
+        return [Subscription(node.topic("lights", "set"), retain_as_published=True)]
 
     @hookimpl
     def pidaemon_message(self, node, message: Message):
         """Check the command, charge its user's rate limit (bad commands count too), apply it."""
+        if message.retain:
+            if message.payload:   # (an empty one clears a retained command: nothing to do)
+                self.refused += 1
+                self._refuse(message.payload, RETAINED_COMMAND)
+                raise PayloadError(f"{message.topic}: {RETAINED_COMMAND}")
+            return
         try:
+            if len(message.payload) > MAX_COMMAND_BYTES:
+                raise PayloadError(f"{message.topic}: a command of {len(message.payload)} bytes, more than "
+                                   f"{MAX_COMMAND_BYTES}")
             payload = message.json()
         except PayloadError as exc:
             if self._within_limit(None, message.payload):
@@ -237,6 +253,8 @@ class LightsPlugin:
         while True:
             await self._state_due.wait()
             self._state_due.clear()
+            if self._stopped:
+                return
             self.node.publish(self.node.topic("lights", "state"), self.lamp.state(), qos=1, retain=True)
             await asyncio.sleep(self.config.state_interval)
 

@@ -177,7 +177,7 @@ class RegistryPlugin:
             Subscription(node.topic("nodes", "+", "info")),
             Subscription(node.topic("nodes", "+", "telemetry"), qos=0),
             Subscription(node.topic("nodes", "+", "reply", "ping"), qos=0),
-            Subscription(self._forget_topic()),
+            Subscription(self._forget_topic(), retain_as_published=True),
         ]
 
     @hookimpl

@@ -126,6 +126,7 @@ class RelayBoard:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / LOCK_FILE
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        _owned_like_the_directory(path)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -322,6 +323,7 @@ class RelayBoard:
         temporary = path.with_suffix(".tmp")
         try:
             temporary.write_text(json.dumps(self.history), encoding="utf-8")
+            _owned_like_the_directory(temporary)
             os.replace(temporary, path)
         except OSError as exc:
             self.log.error("relay: cannot save the last presses in %s: %s (min_interval holds until the "
@@ -330,3 +332,13 @@ class RelayBoard:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _owned_like_the_directory(path: Path) -> None:
+    """A file root creates in the state directory (`sudo pidaemon relay press`) gets the directory's
+    owner, so that the daemon, which runs as that user, can still take the lock and read the presses."""
+    if os.geteuid() != 0:
+        return
+    directory = path.parent.stat()
+    if directory.st_uid != 0:
+        os.chown(path, directory.st_uid, directory.st_gid)

@@ -30,6 +30,7 @@ import sys
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_BUSY, EXIT_HARDWARE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 PLUGIN_NAME = "relay"
+MAX_WHO = 40   # characters of --by: with " (pidaemon relay press)" it stays within the 64 a press records
 
 
 def add_commands(subparsers) -> None:
@@ -46,9 +47,16 @@ def add_commands(subparsers) -> None:
                "does not answer, 4 hardware unusable, 130 interrupted")
     press.add_argument("name", metavar="NAME", help="the relay's name in the configuration (reset, power...)")
     press.add_argument("--duration", type=float, metavar="SECONDS", help="how long to press (default: its default)")
-    press.add_argument("--by", metavar="WHO", help="who presses, for the record (default: your login name)")
+    press.add_argument("--by", metavar="WHO", type=_who,
+                       help="who presses, for the record (default: your login name)")
     add_config_arguments(press)
     press.set_defaults(func=cmd_press)
+
+
+def _who(text: str) -> str:
+    if not text or not text.isprintable() or len(text) > MAX_WHO:
+        raise argparse.ArgumentTypeError(f"a name of 1 to {MAX_WHO} printable characters")
+    return text
 
 
 def cmd_press(args: argparse.Namespace) -> int:
@@ -104,6 +112,8 @@ def _ask_daemon(settings, state_dir, args, by: str, busy: Exception) -> int:
     timeout = (relay.max_press if relay else 0) + 10
     try:
         answer = ask_daemon(state_dir, args.name, args.duration, by, timeout)
+    except KeyboardInterrupt:   # the connection closes: the daemon cuts the press short
+        return _fail(f"interrupted: the running daemon releases {args.name}", EXIT_INTERRUPTED)
     except OSError as exc:
         return _fail(f"{busy}; it does not answer on its local socket ({exc}): stop it, or wait for the press "
                      f"under way to end", EXIT_BUSY)

@@ -96,8 +96,8 @@ def _user(request: dict[str, Any]) -> str:
     user = request.get("user")
     if user is None:
         return UNKNOWN_USER
-    if not isinstance(user, str) or not user:
-        raise Refused(f"user must be a name, got {_show(user)}")
+    if not isinstance(user, str) or not user or not user.isprintable():
+        raise Refused(f"user must be a name (printable text), got {_show(user)}")
     return user[:MAX_USER]
 
 

@@ -12,7 +12,8 @@ each way:
 
 The request is read by the same rules as an MQTT one, and the press goes
 through the same board (bounds, min_interval, watchdog) and is published on
-`relays/pressed` like any other.
+`relays/pressed` like any other.  The press lasts while the command line
+waits: if it goes away first (Ctrl-C), the relay is released at once.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class LocalControl:
                     raise Refused(f"user id {peer} may not press: only root and the daemon's user")
                 line = await asyncio.wait_for(reader.readline(), 5)
                 request = read_press(line.strip())
-                record = await self.plugin.press(request.relay, request.duration, request.by)
+                holding = await self.plugin.start_press(request.relay, request.duration, request.by)
+                record = await _until_done_or_gone(holding, reader)
                 answer: dict[str, Any] = {"pressed": record}
             except Refused as refusal:
                 self.plugin.node.log.warning("relay: refused a press from the command line: %s", refusal)
@@ -78,6 +80,20 @@ class LocalControl:
             pass   # the command line went away; the press itself went on and was published
         finally:
             writer.close()
+
+
+async def _until_done_or_gone(holding: asyncio.Task, reader: asyncio.StreamReader) -> dict:
+    """The press's record once it ends; if the command line goes away first (Ctrl-C), the press is cut
+    short: the relay released at once, the shorter press published as it was."""
+    gone = asyncio.ensure_future(reader.read(1))   # b"" when the other end closes; nothing else is sent
+    try:
+        await asyncio.wait([holding, gone], return_when=asyncio.FIRST_COMPLETED)
+        if not holding.done():
+            holding.cancel()
+            await asyncio.wait([holding])
+        return holding.result() if not holding.cancelled() else {}
+    finally:
+        gone.cancel()
 
 
 def peer_uid(writer: asyncio.StreamWriter) -> int | None:

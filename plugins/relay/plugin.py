@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 
 from pidaemon import hookimpl
-from pidaemon.bus import Message, Subscription
+from pidaemon.bus import RETAINED_COMMAND, Message, Subscription
 
 from .board import Press, Refused, RelayBoard, RelaysBusy
 from .local import LocalControl
@@ -99,7 +99,8 @@ class RelayPlugin:
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
-        return [Subscription(node.topic("relays", "press")), Subscription(node.topic("relays", "set"))]
+        return [Subscription(node.topic("relays", "press"), retain_as_published=True),
+                Subscription(node.topic("relays", "set"), retain_as_published=True)]
 
     @hookimpl
     def pidaemon_connected(self, node):
@@ -107,9 +108,11 @@ class RelayPlugin:
 
     @hookimpl
     async def pidaemon_message(self, node, message: Message):
+        if message.retain and not message.payload:
+            return   # a retained command being cleared: nothing to do
         try:
             if message.retain:
-                raise Refused("a retained command is refused: it would be carried out again at every start")
+                raise Refused(RETAINED_COMMAND)
             if message.topic == node.topic("relays", "press"):
                 request = read_press(message.payload)
                 await self.press(request.relay, request.duration, request.by)
@@ -122,10 +125,15 @@ class RelayPlugin:
 
     async def press(self, relay: str, duration: float | None, by: str) -> dict:
         """Press `relay` (raise Refused saying why); return the press as published, once it has ended."""
+        return await asyncio.shield(await self.start_press(relay, duration, by))   # a caller giving up: no effect
+
+    async def start_press(self, relay: str, duration: float | None, by: str) -> asyncio.Task:
+        """Begin a press (raise Refused saying why): the task that holds it, which ends with the press as
+        published.  Cancelling the task releases the relay at once (`pidaemon relay press` interrupted)."""
         press = await asyncio.to_thread(self.board.begin_press, relay, duration, by)
         task = self.node.spawn(self._hold(press), name=f"relay-press-{relay}")
         self._publish_state()
-        return await asyncio.shield(task)   # the caller giving up does not cut the press short
+        return task
 
     async def _hold(self, press: Press) -> dict:
         """Keep the relay energised for the press's duration; release it however the wait ends."""

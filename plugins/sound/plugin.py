@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from pidaemon import hookimpl
-from pidaemon.bus import Message, PayloadError, Subscription
+from pidaemon.bus import RETAINED_COMMAND, Message, PayloadError, Subscription
 from pidaemon.backends import backend_options
 from pidaemon.schema import Any_, Checked, Integer, ListOf, MapOf, Number, String, settings
 
@@ -68,6 +68,7 @@ class SoundPlugin:
         self.played: deque[str] = deque(maxlen=KEPT_PLAYED)   # names actually played, oldest first
         self._state_changed = asyncio.Event()
         self._republish = False
+        self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -109,6 +110,7 @@ class SoundPlugin:
 
     @hookimpl
     def pidaemon_shutdown(self, node):
+        self._stopped = True   # the state task publishes nothing more: the last state below stays
         if self.player is not None:
             for request in self.player.stop():
                 self._refuse("play", request.sound.name, "the speaker is shutting down", request.user, request.job)
@@ -123,7 +125,7 @@ class SoundPlugin:
 
     @hookimpl
     def pidaemon_subscriptions(self, node):
-        return [Subscription(node.topic("sound", command)) for command in COMMANDS]
+        return [Subscription(node.topic("sound", command), retain_as_published=True) for command in COMMANDS]
 
     # ------------------------------------------------------------ commands
 
@@ -131,7 +133,11 @@ class SoundPlugin:
     def pidaemon_message(self, node, message: Message):
         command = message.topic.rsplit("/", 1)[-1]
         request: dict = {}
+        if message.retain and not message.payload:
+            return   # a retained command being cleared: nothing to do
         try:
+            if message.retain:
+                raise RequestRefused(RETAINED_COMMAND)
             request = read_request(message, empty_allowed=command == "stop")
             if command == "play":
                 self._play(request, message)
@@ -192,6 +198,8 @@ class SoundPlugin:
         while True:
             await self._state_changed.wait()
             self._state_changed.clear()
+            if self._stopped:
+                return
             state = self.state()
             if state != last or self._republish:
                 self._republish = False

@@ -13,15 +13,13 @@ own test.  The watchdog test uses a build whose loop hangs on purpose.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 import serial
 
-from tests.support.firmware_toolchain import board_build, require_arduino_builder, require_gxx, require_simavr
-from tests.support.simulated_board import SimulatedBoard, build_harness
+from tests.support.firmware_toolchain import require_gxx, require_simavr
+from tests.support.simulated_board import SimulatedBoard, build_harness, build_relay_firmware
 
 RESET_PIN, POWER_PIN = "A0", "A2"   # the Mega's pins 22 and 24
 HOST_TIMEOUT_MS = 1500              # as set in relay_controller.ino
@@ -34,26 +32,20 @@ def harness(tmp_path_factory):
     return build_harness(tmp_path_factory.mktemp("harness"))
 
 
-def build_relay(directory: Path, flags: str = "") -> Path:
-    require_arduino_builder()
-    board_build("relay_controller", directory, env={**os.environ, "FIRMWARE_FLAGS": flags})
-    return directory / "relay_controller.elf"
-
-
 @pytest.fixture(scope="module")
 def shipped_firmware(tmp_path_factory):
-    return build_relay(tmp_path_factory.mktemp("shipped"))
+    return build_relay_firmware(tmp_path_factory.mktemp("shipped"))
 
 
 @pytest.fixture(scope="module")
 def unlocked_firmware(tmp_path_factory):
-    return build_relay(tmp_path_factory.mktemp("unlocked"), "-DRELAY_BOOT_LOCKOUT=0")
+    return build_relay_firmware(tmp_path_factory.mktemp("unlocked"), "-DRELAY_BOOT_LOCKOUT=0")
 
 
 @pytest.fixture(scope="module")
 def hanging_firmware(tmp_path_factory):
     """A test build whose loop stops 500 ms after power-on (RELAY_TEST_HANG_AT_MS), as a hung board's would."""
-    return build_relay(tmp_path_factory.mktemp("hanging"), "-DRELAY_BOOT_LOCKOUT=0 -DRELAY_TEST_HANG_AT_MS=500")
+    return build_relay_firmware(tmp_path_factory.mktemp("hanging"), "-DRELAY_BOOT_LOCKOUT=0 -DRELAY_TEST_HANG_AT_MS=500")
 
 
 class Host:

@@ -29,14 +29,19 @@ def test_a_posted_program_turns_the_lamp_green_and_plays_the_default_sound(broke
         deadline = time.monotonic() + 30
         while not _all_green(watcher) and time.monotonic() < deadline:
             time.sleep(0.1)
+        green = _all_green(watcher)
+        # What a newcomer's `mosquitto_sub -t picluster/lights/state` shows: the retained state, all green.
+        retained = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "picluster/lights/state", "-C",
+                                   "1", "-W", "10"], capture_output=True, text=True, timeout=30)
     finally:
         watcher.close()
         sim.send_signal(signal.SIGINT)
         output = sim.communicate(timeout=30)[0]
-    # What a newcomer's `mosquitto_sub -t picluster/lights/state` shows: the retained state, all green.
-    retained = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "picluster/lights/state", "-C", "1",
-                               "-W", "10"], capture_output=True, text=True, timeout=30)
-    assert json.loads(retained.stdout)["pixels"] == [GREEN] * 24, output
+    assert green and json.loads(retained.stdout)["pixels"] == [GREEN] * 24, output
+    # Stopped: the lamp is dark, and its retained state says so.
+    after = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "picluster/lights/state", "-C", "1",
+                            "-W", "10"], capture_output=True, text=True, timeout=30)
+    assert json.loads(after.stdout)["on"] is False
     assert played["name"] == "beep" and played["duration"] > 0, played   # sim.yaml's speaker: its default sound
     assert "Traceback" not in output, output
 

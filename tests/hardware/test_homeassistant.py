@@ -285,18 +285,23 @@ def test_home_assistant_light_commands_reach_the_lamp_in_the_agreed_format(broke
                 ("colour", {"state": "ON", "color": {"r": 0, "g": 255, "b": 0}, "brightness": 255}, 2),
                 ("effect", {"state": "ON", "effect": "chase"}, 1), ("off", {"state": "OFF"}, 1)):
             results[name] = await commands_for(payload, count)
-        # A chase runs: dimming it from Home Assistant keeps it running (the lamp stops an effect on any
-        # other command, so the effect is asked for again after the brightness).
+        # A chase runs: dimming it from Home Assistant is a brightness alone, which the lamp applies to the
+        # running effect (before: the effect was sent again, without its colour: a red pulse turned white).
         await asyncio.to_thread(observer.publish, f"{PREFIX}/lights/state", json.dumps(
             {"pixels": [[0, 0, 255], [0, 0, 0], [0, 0, 0], [0, 0, 0]], "brightness": 1.0, "effect": "chase",
              "on": True}), retain=True)
         await wait_until(lambda: lamp.plugin("homeassistant").lamp.effect == "chase", what="the chase state")
-        results["dim"] = await commands_for({"state": "ON", "brightness": 50}, 2)
+        results["dim"] = await commands_for({"state": "ON", "brightness": 50}, 1)
         # Dark now: ON alone lights the lamp again with the colour it showed last.
         await asyncio.to_thread(observer.publish, f"{PREFIX}/lights/state", json.dumps(
             {"pixels": [[0, 0, 0]] * 4, "brightness": 0.5, "effect": None, "on": False}), retain=True)
         await wait_until(lambda: not lamp.plugin("homeassistant").lamp.on, what="the lamp's dark state")
         results["on"] = await commands_for({"state": "ON"}, 1)
+        # Dimmed to nothing: ON alone must give light (before: a fill at brightness 0, the lamp stayed dark).
+        await asyncio.to_thread(observer.publish, f"{PREFIX}/lights/state", json.dumps(
+            {"pixels": [[0, 0, 0]] * 4, "brightness": 0, "effect": None, "on": False}), retain=True)
+        await wait_until(lambda: lamp.plugin("homeassistant").lamp.brightness == 0, what="the lamp dimmed to 0")
+        results["on_from_zero"] = await commands_for({"state": "ON"}, 2)
         # Hostile or wrong commands: refused, each with a log line, nothing reaches the lamp.
         before = len(recorded)
         bad = [b"\xff\xfe", b"not json", b"[1, 2]", json.dumps({"state": "BLINK"}),
@@ -322,9 +327,10 @@ def test_home_assistant_light_commands_reach_the_lamp_in_the_agreed_format(broke
                                  {"command": "fill", "r": 0, "g": 255, "b": 0, **tag}]
     assert results["effect"] == [{"command": "effect", "name": "chase", **tag}]
     assert results["off"] == [{"command": "clear", **tag}]
-    assert results["dim"] == [{"command": "brightness", "value": 0.1961, **tag},
-                              {"command": "effect", "name": "chase", **tag}]
+    assert results["dim"] == [{"command": "brightness", "value": 0.1961, **tag}]
     assert results["on"] == [{"command": "fill", "r": 0, "g": 0, "b": 255, **tag}]
+    assert results["on_from_zero"] == [{"command": "brightness", "value": 1.0, **tag},
+                                       {"command": "fill", "r": 0, "g": 0, "b": 255, **tag}]
     assert results["after_refusals"] == [{"command": "clear", **tag}]
     assert results["between"] == [("lights/set", {"command": "clear", **tag})]   # only the last, good one
     refusals = [r.getMessage() for r in caplog.records if "refused a light command" in r.getMessage()]

@@ -96,7 +96,7 @@ def error_lines(caplog) -> list[str]:
 BAD_COMMANDS = [   # (payload, what the reason must say)
     (b"garbage", "payload is not JSON"),
     (b"\xff\xfe{", "not UTF-8"),
-    (b"[" * 100_000, "will not read"),
+    (b"[" * 60_000, "will not read"),
     ("[1, 2, 3]", "expected a JSON object"),
     ({"index": 9, "r": 1, "g": 2, "b": 3}, "index must be a whole number from 0 to 3, got 9"),
     ({"index": 1, "r": 300, "g": 0, "b": 0}, "r must be a whole number from 0 to 255, got 300"),
@@ -118,6 +118,7 @@ BAD_COMMANDS = [   # (payload, what the reason must say)
     ({"command": "brightness", "value": 2}, "brightness value must be a number from 0.0 to 1.0, got 2"),
     ('{"command": "brightness", "value": NaN}', "brightness value must be"),
     ({"command": "brightness", "value": True}, "brightness value must be"),
+    ({"command": "clear", "user": "x" * 70_000}, "bytes, more than 65536"),
 ]
 
 
@@ -149,7 +150,7 @@ def test_lamp_shows_valid_commands_and_refuses_bad_ones_with_the_reason(broker, 
         assert why in refusal["reason"], (payload, refusal)
     assert refusals[4]["command"] == {"index": 9, "r": 1, "g": 2, "b": 3}   # what was sent, sent back
     assert refusals[0]["command"] == "garbage"
-    assert len(refusals[2]["command"]) < 400                                  # 100 000 brackets, cut
+    assert len(refusals[2]["command"]) < 400                                  # 60 000 brackets, cut
     assert refusals[-1] == {"command": {"index": 9, "r": 0, "g": 0, "b": 0, "user": "ada", "job": "j-2"},
                             "reason": "index must be a whole number from 0 to 3, got 9", "user": "ada", "job": "j-2"}
     assert answers == {"status": [], "alive": True}
@@ -266,6 +267,13 @@ def test_effects_run_on_the_node_and_stop_on_the_next_command(broker, observer, 
         await wait_until(lambda: received(observer, REFUSED), 10)
         seen["after_refusal"] = (plugin.lamp.effect.name, task.done())
 
+        # A brightness dims the running effect; it does not stop it (nor lose its colour).
+        mark = len(observer.messages)
+        await send(observer, {"command": "brightness", "value": 0.5})
+        dimmed = await wait_until(lambda: [s for s in received(observer, STATE, mark) if s["brightness"] == 0.5], 10)
+        seen["after_brightness"] = (dimmed[-1]["effect"], plugin.lamp.effect.colour, task.done())
+        await send(observer, {"command": "brightness", "value": 1.0})
+
         mark = len(observer.messages)
         await send(observer, {"index": 1, "r": 0, "g": 255, "b": 0})
         picture[1] = (0, 255, 0)
@@ -292,6 +300,7 @@ def test_effects_run_on_the_node_and_stop_on_the_next_command(broker, observer, 
     heads = {frame.index(b"\x00\xff\x00") for frame in seen["chase_frames"]}
     assert len(heads) >= 3                                    # the red pixel moves
     assert seen["after_refusal"] == ("chase", False)
+    assert seen["after_brightness"] == ("chase", (255, 0, 0), False)
     assert seen["after_stop"] == (None, True, None)
     # A white pulse: every pixel alike (r = g = b), at two or more levels.
     levels = set()
@@ -574,3 +583,28 @@ def test_a_w_strip_of_3k_pixels_gets_a_dark_extra_pixel_for_the_pi_driver(count,
 
 def test_the_os_agnostic_board_is_not_taken_for_a_pi(agnostic_board):
     assert uses_bcm283x_driver() is False    # so the tests above drive exactly the pixels they name
+
+
+def test_a_retained_command_is_refused_at_start_and_while_connected(broker, observer, tmp_path):
+    """Before: a retained fill was applied, and again at every start of the lamp."""
+    async def scenario():
+        await asyncio.to_thread(observer.publish, SET, json.dumps({"command": "fill", "r": 1, "g": 2, "b": 3}), 1,
+                                True)
+        lamp = lamp_daemon(broker.url, pixels=2)
+        await lamp.start()
+        assert await lamp.bus.wait_connected(10)
+        plugin = lamp.plugin("lights")
+        await wait_until(lambda: plugin.refused == 1, 10, what="the retained fill refused at start")
+        await asyncio.to_thread(observer.publish, SET, json.dumps({"index": 0, "r": 9, "g": 9, "b": 9}), 1, True)
+        await wait_until(lambda: plugin.refused == 2, 10, what="the retained pixel refused while connected")
+        await asyncio.to_thread(observer.publish, SET, b"", 1, True)            # cleared: nothing to do
+        await send(observer, {"index": 1, "r": 4, "g": 5, "b": 6})
+        await wait_until(lambda: plugin.changes == 1, 10, what="the plain command applied")
+        pixels, refused = list(plugin.lamp.pixels), plugin.refused
+        await lamp.shutdown()
+        return pixels, refused
+
+    pixels, refused = asyncio.run(scenario())
+    assert pixels == [(0, 0, 0), (4, 5, 6)] and refused == 2
+    reasons = [r["reason"] for r in received(observer, REFUSED)]
+    assert len(reasons) == 2 and all("retained command is refused" in reason for reason in reasons)

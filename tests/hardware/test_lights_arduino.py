@@ -35,6 +35,7 @@ from pidaemon_plugins.lights.arduino_backend import LONGEST_LINE, Frame, frame_l
 from pidaemon_plugins.lights.effects import chase
 from tests.support.lamp_emulator import LampEmulator, build_lamp_emulator, expected_frame
 from tests.support.nodes import make_daemon
+from tests.support.observer import next_payload
 from tests.support.usb_socket import UsbSocket
 
 NODE = "lamp-1"
@@ -175,19 +176,6 @@ def lamp_node(broker, port, pixels: int, order: str = "GRB"):
         "lights": {"backend": "arduino", "pixels": pixels, "pixel_order": order, "state_interval": 0,
                    "frame_interval": 0.05, "options": link},
         "telemetry": {"interval": 0.2}})
-
-
-def next_payload(observer, topic: str, condition=lambda payload: True, since: int = 0, timeout: float = 15) -> dict:
-    """The first JSON payload on `topic` from index `since` that meets `condition` (a bound on failure only)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for message in observer.messages[since:]:
-            if message.topic == topic and message.payload and condition(payload := json.loads(message.payload)):
-                return payload
-        if time.monotonic() > deadline:
-            seen = [(m.topic, m.payload[:200]) for m in observer.messages[since:] if m.topic == topic][-3:]
-            raise TimeoutError(f"no such message on {topic}; last ones: {seen}")
-        time.sleep(0.02)
 
 
 async def published(observer, topic: str, condition=lambda payload: True, since: int = 0) -> dict:

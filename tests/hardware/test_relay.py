@@ -272,6 +272,31 @@ def test_a_retained_press_is_not_carried_out_at_start(broker, observer, gpio):
     assert levels(gpio.changes, RESET_PIN) == [HIGH]
 
 
+def test_a_retained_press_is_refused_while_the_node_is_connected_too(broker, observer, gpio):
+    """Before: a broker clears the retain flag for subscribers already connected, so a retained press
+    sent while the node was online was carried out (and stayed on the broker for the next start).
+    Under MQTT v5 the command topics are subscribed with retain-as-published."""
+    async def scenario():
+        node = relay_node(broker)
+        await node.start()
+        try:
+            await next_message(observer, "picluster/relays/state", 0)
+            since = await command(observer, "press", {"relay": "reset", "duration": 0.2}, retain=True)
+            refusal = await next_message(observer, "picluster/relays/refused", since)
+            cleared = await command(observer, "press", b"", retain=True)   # mosquitto_pub -r -n: nothing to do
+            await command(observer, "press", {"relay": "power", "duration": 0.1})
+            pressed = await next_message(observer, "picluster/relays/pressed", cleared)
+            refusals = [m for m in observer.messages[cleared:] if m.topic == "picluster/relays/refused"]
+            return refusal, pressed, refusals
+        finally:
+            await node.shutdown()
+
+    refusal, pressed, refusals = asyncio.run(scenario())
+    assert "retained command is refused" in refusal["reason"]
+    assert pressed["relay"] == "power" and refusals == []
+    assert levels(gpio.changes, RESET_PIN) == [HIGH]
+
+
 def test_a_press_that_outlives_its_duration_is_released_by_the_watchdog(broker, observer, gpio):
     """The event loop, which should end the press, is blocked for 2 s; the relay goes idle anyway."""
     async def scenario():
@@ -532,6 +557,21 @@ def test_relay_press_on_the_command_line_needs_no_broker(tmp_path):
     assert history["reset"]["by"] == "bob (pidaemon relay press)"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo pidaemon relay press` has")
+def test_a_press_by_root_leaves_the_state_files_to_the_daemons_user(tmp_path):
+    """Before: `sudo pidaemon relay press` left relays.lock (mode 600) and relays.json owned by root in the
+    daemon's state directory, and the daemon, running as its own user, could no longer take the lock."""
+    pins = tmp_path / "pins.jsonl"
+    config = process_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)   # nobody: the daemon's user
+    pressed = press_command(config, pins, "reset", "--duration", "0.1")
+    assert pressed.returncode == 0, pressed.stderr
+    owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in state.iterdir()}
+    assert owners == {"relays.lock": (65534, 65534), "relays.json": (65534, 65534)}
+
+
 def test_relay_press_asks_the_running_daemon_that_holds_the_relays(broker, observer, gpio, tmp_path):
     pins = tmp_path / "pins.jsonl"
     config = process_config(tmp_path, broker.url)
@@ -555,6 +595,37 @@ def test_relay_press_asks_the_running_daemon_that_holds_the_relays(broker, obser
     assert refused.returncode == 1 and "max_press" in refused.stderr
     # The daemon drove the pins (this process's stand-in); the command line never touched them.
     assert recorded(pins) == []
+    assert levels(gpio.changes, POWER_PIN) == [LOW, HIGH, LOW]
+
+
+def test_ctrl_c_on_a_press_the_daemon_makes_releases_the_relay_at_once(broker, observer, gpio, tmp_path):
+    """Before: the command line exited 130 without a word and the daemon held power for the whole 5 s
+    (about 5 s held forces the server off)."""
+    config = process_config(tmp_path, broker.url)
+
+    async def scenario():
+        node = relay_node(broker, tmp_path / "state")
+        await node.start()
+        try:
+            await next_message(observer, "picluster/relays/state", 0)
+            since = len(observer.messages)
+            command_line = subprocess.Popen([sys.executable, "-m", "pidaemon", "relay", "press", "power",
+                                             "--duration", "5", "-c", str(config)], stderr=subprocess.PIPE, text=True)
+            try:
+                await wait_until(lambda: levels(gpio.changes, POWER_PIN)[-1:] == [HIGH], 30, what="power pressed")
+                command_line.send_signal(signal.SIGINT)
+                code = await asyncio.to_thread(command_line.wait, 10)
+            finally:
+                if command_line.poll() is None:
+                    command_line.kill()
+            published = await next_message(observer, "picluster/relays/pressed", since)
+            return code, command_line.stderr.read(), published
+        finally:
+            await node.shutdown()
+
+    code, stderr, published = asyncio.run(scenario())
+    assert code == 130 and "interrupted: the running daemon releases power" in stderr
+    assert published["relay"] == "power" and published["duration"] < 4
     assert levels(gpio.changes, POWER_PIN) == [LOW, HIGH, LOW]
 
 

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.firmware_toolchain import board_build, require_arduino_builder, require_gxx, require_simavr
+from tests.support.firmware_toolchain import require_gxx, require_simavr
 from tests.support.lamp_emulator import LampEmulator, build_lamp_emulator
 from tests.support.nodes import make_daemon, node_config, start_node_process, write_config
-from tests.support.simulated_board import SimulatedBoard, build_harness
+from tests.support.observer import next_payload
+from tests.support.simulated_board import SimulatedBoard, build_harness, build_relay_firmware
 from tests.support.usb_socket import UsbSocket
 from tests.support.waiting import wait_until
 
@@ -59,26 +59,20 @@ def harness(tmp_path_factory):
     return build_harness(tmp_path_factory.mktemp("harness"))
 
 
-def build_relay(directory: Path, flags: str = "") -> Path:
-    require_arduino_builder()
-    board_build("relay_controller", directory, env={**os.environ, "FIRMWARE_FLAGS": flags})
-    return directory / "relay_controller.elf"
-
-
 @pytest.fixture(scope="module")
 def unlocked_firmware(tmp_path_factory, harness):
-    return build_relay(tmp_path_factory.mktemp("unlocked"), "-DRELAY_BOOT_LOCKOUT=0")
+    return build_relay_firmware(tmp_path_factory.mktemp("unlocked"), "-DRELAY_BOOT_LOCKOUT=0")
 
 
 @pytest.fixture(scope="module")
 def shipped_firmware(tmp_path_factory, harness):
-    return build_relay(tmp_path_factory.mktemp("shipped"))
+    return build_relay_firmware(tmp_path_factory.mktemp("shipped"))
 
 
 @pytest.fixture(scope="module")
 def hanging_firmware(tmp_path_factory, harness):
     """A test build whose loop stops 500 ms after each start, so that its watchdog restarts it (as tests/firmware)."""
-    return build_relay(tmp_path_factory.mktemp("hanging"), "-DRELAY_BOOT_LOCKOUT=0 -DRELAY_TEST_HANG_AT_MS=500")
+    return build_relay_firmware(tmp_path_factory.mktemp("hanging"), "-DRELAY_BOOT_LOCKOUT=0 -DRELAY_TEST_HANG_AT_MS=500")
 
 
 @pytest.fixture(scope="module")
@@ -125,19 +119,6 @@ def arduino_plugins(port: Path, **arduino) -> dict:
 
 def relay_node(broker, port: Path, **arduino):
     return make_daemon(NODE, broker.url, role="relay", plugins=arduino_plugins(port, **arduino))
-
-
-def next_payload(observer, topic: str, condition=lambda payload: True, since: int = 0, timeout: float = 15) -> dict:
-    """The first JSON payload on `topic` from index `since` that meets `condition` (a bound on failure only)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for message in observer.messages[since:]:
-            if message.topic == topic and message.payload and condition(payload := json.loads(message.payload)):
-                return payload
-        if time.monotonic() > deadline:
-            seen = [(m.topic, m.payload[:100]) for m in observer.messages[since:] if m.topic == topic][-3:]
-            raise TimeoutError(f"no such message on {topic}; last ones: {seen}")
-        time.sleep(0.02)
 
 
 async def published(observer, topic: str, condition=lambda payload: True, since: int = 0, timeout: float = 15):

@@ -430,3 +430,28 @@ def test_a_backend_from_another_distribution_plays_with_its_own_options(broker, 
     with pytest.raises(ConfigError, match=r"plugins\.sound\.backend: expected the name of a sound backend, got "
                                           r'"pulseaudio" \(installed: recorder, sim, simpleaudio\)'):
         make_daemon("speaker", broker.url, role="audio", plugins={"sound": {"backend": "pulseaudio"}})
+
+
+def test_a_retained_request_is_refused_at_start_and_while_connected(broker, observer, tmp_path):
+    """Before: a retained play was played at every start of the speaker."""
+    long_and_short_library(tmp_path / "lib")
+
+    async def scenario():
+        await asyncio.to_thread(observer.publish, PLAY, json.dumps({"name": "tick", "user": "retained"}), 1, True)
+        node = speaker(broker, tmp_path / "lib", options={"realtime": False})
+        await node.start()
+        assert await node.bus.wait_connected(10)
+        await wait_until(lambda: len(payloads(observer, REFUSED)) == 1, 10, what="refused at start")
+        await asyncio.to_thread(observer.publish, VOLUME, json.dumps({"value": 0.1}), 1, True)
+        await wait_until(lambda: len(payloads(observer, REFUSED)) == 2, 10, what="refused while connected")
+        await asyncio.to_thread(observer.publish, PLAY, b"", 1, True)     # cleared: nothing to do
+        await publish(observer, PLAY, {"name": "tick", "user": "ada"})
+        await wait_until(lambda: payloads(observer, PLAYED), 10, what="the plain request played")
+        volume = node.plugin("sound").player.volume
+        await node.shutdown()
+        return volume
+
+    volume = asyncio.run(scenario())
+    assert [p["user"] for p in payloads(observer, PLAYED)] == ["ada"] and volume == 1.0
+    reasons = [p["reason"] for p in payloads(observer, REFUSED)]
+    assert len(reasons) == 2 and all("retained command is refused" in reason for reason in reasons)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -58,3 +59,17 @@ class Observer:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def next_payload(observer: Observer, topic: str, condition=lambda payload: True, since: int = 0,
+                 timeout: float = 15) -> dict:
+    """The first JSON payload on `topic` from index `since` that meets `condition` (a bound on failure only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for message in observer.messages[since:]:
+            if message.topic == topic and message.payload and condition(payload := json.loads(message.payload)):
+                return payload
+        if time.monotonic() > deadline:
+            seen = [(m.topic, m.payload[:200]) for m in observer.messages[since:] if m.topic == topic][-3:]
+            raise TimeoutError(f"no such message on {topic}; last ones: {seen}")
+        time.sleep(0.02)

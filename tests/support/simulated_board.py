@@ -7,13 +7,15 @@ test sees what the board's outputs did in the board's own clock.
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.firmware_toolchain import FIRMWARE, SIMAVR_HEADERS, SIMAVR_LIBRARY, host_compile
+from tests.support.firmware_toolchain import (FIRMWARE, SIMAVR_HEADERS, SIMAVR_LIBRARY, board_build, host_compile,
+                                              require_arduino_builder)
 
 HARNESS_SOURCE = FIRMWARE / "host" / "simavr_board.cpp"
 
@@ -79,3 +81,10 @@ class SimulatedBoard:
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def build_relay_firmware(directory: Path, flags: str = "") -> Path:
+    """The relay sketch built for the ATmega2560 into `directory` (`flags`: -D settings of a test build)."""
+    require_arduino_builder()
+    board_build("relay_controller", directory, env={**os.environ, "FIRMWARE_FLAGS": flags})
+    return directory / "relay_controller.elf"
