@@ -70,6 +70,24 @@ class Backends:
         return backend
 
 
+def check_options(backends: Backends, values: Mapping[str, Any], path: tuple[str, ...],
+                  problems: list[Problem]) -> None:
+    """A device plugin's `check_whole`: the `options:` of a built-in backend against its `config_schema`,
+    so that `pidaemon config check` reports them.  A backend of another distribution is not imported to
+    check a file; its options are checked when it starts (`backend_options`)."""
+    name = values.get("backend")
+    if name not in backends.builtins:
+        return
+    backend = backends.load(name)
+    schema = getattr(backend, "config_schema", None)
+    options, where = _plain(values.get("options") or {}), path + ("options",)
+    if schema is None:
+        if options:
+            problems.append(Problem(where, f'the "{name}" backend takes no options, got {", ".join(sorted(options))}'))
+        return
+    section_of(schema).validate(options, where, problems)
+
+
 def backend_options(backend: type, options: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """`options` checked against the backend's `config_schema`: its settings instance (None without one).
 

@@ -220,14 +220,17 @@ class Section(Field):
     """A mapping with known keys; unknown keys are errors with a "did you mean" hint.
 
     A missing or null section counts as empty, so every default applies.
+    `whole(values, path, problems)`, if given, checks what no field can judge
+    alone (one setting against another), once every field is valid.
     """
 
     expected = "a mapping"
 
-    def __init__(self, fields: Mapping[str, Field], **kw):
+    def __init__(self, fields: Mapping[str, Field], whole: Callable[..., None] | None = None, **kw):
         kw.setdefault("default", None)
         super().__init__(**kw)
         self.fields = dict(fields)
+        self.whole = whole
         self.nullable = False
 
     def check(self, value, path, problems):
@@ -235,6 +238,7 @@ class Section(Field):
             value = {}
         if not isinstance(value, dict):
             return self.fail(value, path, problems)
+        before = len(problems)
         result: dict[str, Any] = {}
         for key in value:
             if key not in self.fields:
@@ -248,13 +252,15 @@ class Section(Field):
                 result[name] = field.default_value()
                 if isinstance(field, Section):
                     result[name] = field.validate({}, path + (name,), problems)
+        if self.whole is not None and len(problems) == before:
+            self.whole(result, path, problems)
         return result
 
     def default_value(self):
         return self.validate({}, (), [])
 
     def extended(self, more: Mapping[str, Field]) -> "Section":
-        return Section({**self.fields, **more})
+        return Section({**self.fields, **more}, whole=self.whole)
 
 
 # ---------------------------------------------------------------- typed settings
@@ -282,7 +288,9 @@ def settings(cls: type[T]) -> type[T]:
     annotated with another `@settings` class and given no value is a nested
     section.  Lists become tuples and mappings read-only, so nothing a plugin
     holds changes under another one.  A `@settings` class may extend another
-    (fields shared by two plugins are declared once).
+    (fields shared by two plugins are declared once).  A static method
+    `check_whole(values, path, problems)` on the class checks the settings
+    taken together (see `Section`).
     """
     fields: dict[str, Field] = {}
     nested: dict[str, type] = {}
@@ -313,7 +321,7 @@ def settings(cls: type[T]) -> type[T]:
             setattr(cls, name, dataclasses.field(default_factory=lambda spec=spec: _read_only(spec.default_value())))
         else:
             setattr(cls, name, spec.default_value())
-    setattr(cls, SETTINGS_SECTION, Section(fields))
+    setattr(cls, SETTINGS_SECTION, Section(fields, whole=cls.__dict__.get("check_whole")))
     cls._nested_settings = nested
     cls.from_mapping = classmethod(_from_mapping)
     cls.defaults = classmethod(lambda kind: kind.from_mapping(section_of(kind).default_value()))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pidaemon import hookimpl
-from pidaemon.backends import BackendError, backend_options
+from pidaemon.backends import BackendError, backend_options, check_options
 from pidaemon.bus import RETAINED_COMMAND, Message, PayloadError, Subscription
 from pidaemon.schema import Any_, Checked, Integer, MapOf, Number, settings
 
@@ -80,6 +80,10 @@ class LightsSettings:
     frame_interval: float = Number(min=0.01, max=10, default=0.05, doc="seconds between two frames of an effect")
     save_interval: float = Number(min=0, default=1.0,
                                   doc="seconds between two writes of the saved state (spares the SD card)")
+
+    @staticmethod
+    def check_whole(values, path, problems):
+        check_options(LIGHTS_BACKENDS, values, path, problems)   # `config check` sees a misspelt option too
 
 
 @dataclass

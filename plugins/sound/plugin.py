@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pidaemon import hookimpl
 from pidaemon.bus import RETAINED_COMMAND, Message, PayloadError, Subscription
-from pidaemon.backends import backend_options
+from pidaemon.backends import backend_options, check_options
 from pidaemon.schema import Any_, Checked, Integer, ListOf, MapOf, Number, String, settings
 
 from .backends import SOUND_BACKENDS, SoundBackend
@@ -54,6 +54,10 @@ class SoundSettings:
     volume: float = Number(min=0, max=1, default=1.0,
                            doc="volume at start, 0.0 to 1.0 (scales the samples; sound/volume changes it)")
     state_interval: float = Number(min=0, default=0.1, doc="seconds between two publications of sound/state")
+
+    @staticmethod
+    def check_whole(values, path, problems):
+        check_options(SOUND_BACKENDS, values, path, problems)   # `config check` sees a misspelt option too
 
 
 class SoundPlugin:

@@ -31,6 +31,7 @@ import tty
 
 import pytest
 
+from pidaemon.config import ConfigError
 from pidaemon_plugins.lights.arduino_backend import LONGEST_LINE, Frame, frame_lines
 from pidaemon_plugins.lights.effects import chase
 from tests.support.lamp_emulator import LampEmulator, build_lamp_emulator, expected_frame
@@ -418,10 +419,9 @@ def test_a_board_that_restarted_is_sent_the_whole_frame_again(broker, observer, 
 
 
 def test_the_boards_options_are_checked_with_their_place(broker, tmp_path):
-    node = make_daemon(NODE, broker.url, role="lights", plugins={"lights": {
-        "backend": "arduino", "pixels": 4, "options": {"port": str(tmp_path / "none"), "timout": 2, "baud": 12}}})
-    node.load_plugins()
-    failures = [str(call.error) for call in asyncio.run(node.hooks.configure()) if call.error]
-    assert len(failures) == 1, failures
-    assert 'plugins.lights.options.timout: unknown key; did you mean "timeout"?' in failures[0]
-    assert "plugins.lights.options.baud" in failures[0]
+    """By `pidaemon config check` already (before: only when the plugin started)."""
+    with pytest.raises(ConfigError) as error:
+        make_daemon(NODE, broker.url, role="lights", plugins={"lights": {
+            "backend": "arduino", "pixels": 4, "options": {"port": str(tmp_path / "none"), "timout": 2, "baud": 12}}})
+    assert 'plugins.lights.options.timout: unknown key; did you mean "timeout"?' in str(error.value)
+    assert "plugins.lights.options.baud" in str(error.value)

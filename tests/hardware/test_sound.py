@@ -455,3 +455,12 @@ def test_a_retained_request_is_refused_at_start_and_while_connected(broker, obse
     assert [p["user"] for p in payloads(observer, PLAYED)] == ["ada"] and volume == 1.0
     reasons = [p["reason"] for p in payloads(observer, REFUSED)]
     assert len(reasons) == 2 and all("retained command is refused" in reason for reason in reasons)
+
+
+def test_a_built_in_backends_options_are_checked_by_config_check(broker):
+    """Before: `pidaemon config check` said ok, and only `pidaemon run` refused the misspelt option."""
+    with pytest.raises(ConfigError, match=r'plugins\.sound\.options\.realtme: unknown key; did you mean "realtime"\?'):
+        make_daemon("speaker", broker.url, role="audio", plugins={"sound": {"options": {"realtme": False}}})
+    with pytest.raises(ConfigError, match=r'plugins\.sound\.options: the "simpleaudio" backend takes no options'):
+        make_daemon("speaker", broker.url, role="audio", plugins={"sound": {"backend": "simpleaudio",
+                                                                            "options": {"device": "hw:1"}}})
