@@ -34,7 +34,7 @@ from tests.support.warble_cluster import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-HANG = 20.0  # seconds: more than this is a hang, not a slow machine (the default --timeout is 60)
+HANG = 20.0  # seconds: a command still running after Ctrl-C this long has hung (a bound on failure only)
 
 
 def run_submit(*argv: str) -> int:
@@ -94,11 +94,9 @@ def test_a_job_queued_while_no_worker_is_online_says_so_and_runs_later(broker, o
 
 
 def test_no_server_at_all_is_said_within_seconds(broker, capsys):
-    started = time.monotonic()
     code = run_submit("PRINT(1)", "--wait", "--broker", broker.url)  # --timeout 60 by default
-    elapsed = time.monotonic() - started
     err = capsys.readouterr().err
-    assert code == 3 and elapsed < HANG
+    assert code == 3   # not the 60 s timeout: its message would be "no answer within 60 s"
     assert err.startswith(f"no server is running: nothing is retained on picluster/registry at {broker.url}, so no "
                           f"server (plugins registry and warble_server) has run there with prefix 'picluster'\n"
                           f"submission ")
@@ -110,12 +108,11 @@ def test_a_stopped_server_is_said_within_seconds(broker, observer, tmp_path, cap
         async with InProcessCluster(broker.url, tmp_path, workers=1):
             await registry_says(observer, server="online", worker_1="online")
         await asyncio.to_thread(observer.wait_for, "picluster/nodes/server/status", "offline")
-        started = time.monotonic()
         code = await asyncio.to_thread(run_submit, "PRINT(1)", "--wait", "--broker", broker.url)
-        return code, time.monotonic() - started, capsys.readouterr().err
+        return code, capsys.readouterr().err
 
-    code, elapsed, err = asyncio.run(scenario())
-    assert code == 3 and elapsed < HANG
+    code, err = asyncio.run(scenario())
+    assert code == 3
     # A server that stops cleanly says so in its last registry.
     assert err.startswith("no server is running: server server stopped "), err
     assert "(its registry's last update says so).\nsubmission " in err
@@ -132,32 +129,28 @@ def test_mqtt5_against_a_broker_that_speaks_3_1_1_only(capsys):
         embedded = EmbeddedBroker("127.0.0.1", port)
         await embedded.start()
         try:
-            started = time.monotonic()
-            code = await asyncio.to_thread(run_submit, "PRINT(1)", "--wait", "--broker", f"mqtt://127.0.0.1:{port}",
-                                           "--protocol", "5")
-            return code, time.monotonic() - started
+            return await asyncio.to_thread(run_submit, "PRINT(1)", "--wait", "--broker",
+                                           f"mqtt://127.0.0.1:{port}", "--protocol", "5")
         finally:
             await embedded.stop()
 
-    code, elapsed = asyncio.run(scenario())
-    assert code == 4 and elapsed < HANG
+    code = asyncio.run(scenario())
+    assert code == 4
     assert capsys.readouterr().err == (
         f"the broker mqtt://127.0.0.1:{port} refused MQTT 5 (Unsupported protocol version): it does not speak that "
         f"version; use --protocol 3.1.1 (the embedded amqtt broker speaks 3.1.1 only)\n")
 
 
 def test_an_unreachable_or_silent_broker_is_reported_at_once(capsys):
-    started = time.monotonic()
     code = run_submit("PRINT(1)", "--wait", "--broker", f"mqtt://127.0.0.1:{free_port()}")
-    assert code == 4 and time.monotonic() - started < HANG
+    assert code == 4
     assert capsys.readouterr().err.startswith("cannot reach the broker mqtt://127.0.0.1:")
     with socket.socket() as silent:  # accepts TCP connections (the kernel does), never answers CONNECT
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)
         port = silent.getsockname()[1]
-        started = time.monotonic()
         code = run_submit("PRINT(1)", "--wait", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "2")
-    assert code == 4 and time.monotonic() - started < HANG
+    assert code == 4
     assert capsys.readouterr().err == (
         f"the broker mqtt://127.0.0.1:{port} accepted a TCP connection but did not answer MQTT's CONNECT within "
         f"2 s (is it an MQTT broker? mqtts:// needs TLS)\n")
@@ -245,11 +238,11 @@ def test_submitting_an_id_again_shows_that_jobs_result(broker, observer, tmp_pat
 
 # ---------------------------------------------------------------- Ctrl-C
 
-def interrupt(process: subprocess.Popen) -> tuple[int, str, float]:
+def interrupt(process: subprocess.Popen) -> tuple[int, str]:
+    """Ctrl-C; its exit code and what it said (a command still running after HANG fails the test)."""
     process.send_signal(signal.SIGINT)
-    started = time.monotonic()
     _, err = process.communicate(timeout=HANG)
-    return process.returncode, err, time.monotonic() - started
+    return process.returncode, err
 
 
 def test_ctrl_c_while_waiting_for_a_result(broker, observer, tmp_path):
@@ -260,9 +253,9 @@ def test_ctrl_c_while_waiting_for_a_result(broker, observer, tmp_path):
             first_line = await asyncio.to_thread(process.stderr.readline)  # queued, waiting for a worker
             return first_line, await asyncio.to_thread(interrupt, process)
 
-    first_line, (code, err, elapsed) = asyncio.run(scenario())
+    first_line, (code, err) = asyncio.run(scenario())
     job = job_id_in(first_line)
-    assert code == 130 and "Traceback" not in err and elapsed < 5
+    assert code == 130 and "Traceback" not in err
     assert err == f"interrupted; job {job} stays on the server (submit with --id {job} to follow it)\n"
 
 
@@ -272,13 +265,13 @@ def test_ctrl_c_while_connecting_or_before_the_acknowledgement(broker):
         silent.listen(5)
         process = submit_process("PRINT(1)", "--broker", f"mqtt://127.0.0.1:{silent.getsockname()[1]}")
         time.sleep(1)  # in connect(), waiting for a CONNACK that never comes
-        code, err, elapsed = interrupt(process)
-    assert code == 130 and elapsed < 5 and err == "interrupted before the cluster acknowledged submission " \
+        code, err = interrupt(process)
+    assert code == 130 and err == "interrupted before the cluster acknowledged submission " \
         f"{err.split()[-1]}\n" and "Traceback" not in err
     process = submit_process("PRINT(1)", "--broker", broker.url)   # no server: it would give up after 3 s
     time.sleep(1)
-    code, err, elapsed = interrupt(process)
-    assert code == 130 and elapsed < 5 and err.startswith("interrupted before the cluster acknowledged submission ")
+    code, err = interrupt(process)
+    assert code == 130 and err.startswith("interrupted before the cluster acknowledged submission ")
 
 
 def test_a_submission_refused_before_it_gets_its_id_is_shown(broker, observer, tmp_path, capsys):
@@ -286,13 +279,12 @@ def test_a_submission_refused_before_it_gets_its_id_is_shown(broker, observer, t
     async def scenario():
         async with InProcessCluster(broker.url, tmp_path, workers=1):
             await registry_says(observer, server="online", worker_1="online")
-            started = time.monotonic()
             code = await asyncio.to_thread(run_submit, "PRINT(1)", "--user", "ada/admin", "--wait",
                                            "--broker", broker.url)
-            return code, time.monotonic() - started, capsys.readouterr().err
+            return code, capsys.readouterr().err
 
-    code, elapsed, err = asyncio.run(scenario())
-    assert code == 1 and elapsed < HANG
+    code, err = asyncio.run(scenario())
+    assert code == 1
     assert err.startswith("rejected: a user name is "), err
 
 
