@@ -228,9 +228,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    # --http is a shorthand for the server's HTTP API plugin (sim.yaml names it).
-    http = {"enabled": False} if args.http == "off" else {"listen": args.http}
-    roles, locations = roles_with(args.config, args.plugin, {"server": {"plugins": {"warble_http": http}}})
+    # --http is a shorthand for the server's HTTP server (sim.yaml names it): off, so are the plugins it serves.
+    http = ({name: {"enabled": False} for name in ("http", "warble_http", "dashboard")} if args.http == "off"
+            else {"http": {"listen": args.http}})
+    roles, locations = roles_with(args.config, args.plugin, {"server": {"plugins": http}})
     cluster = SimulatedCluster(args.workers, broker=broker, listen=args.listen, prefix=args.prefix, roles=roles,
                                state_dir=args.state_dir, fresh=args.fresh, locations=locations)
 
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where the embedded broker listens when no --broker is given")
     sim.add_argument("--prefix", default="picluster")
     sim.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
-                     help="where the Warble HTTP API listens ('off': no HTTP)")
+                     help="where the server's HTTP server (the Warble API, the dashboard) listens ('off': no HTTP)")
     sim.add_argument("--config", metavar="FILE",
                      help="roles and plugins merged over the built-in desk cluster (the shape of pidaemon/sim.yaml)")
     sim.add_argument("--plugin", action="append", default=[], metavar="NAME[:ROLE]",

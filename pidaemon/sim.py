@@ -12,6 +12,11 @@ The nodes keep their state (registry, queue) under the user's state directory
 never in the working directory; `fresh=True` starts from nothing.  A plugin
 that signs what it sends (announce, discovery) runs with `insecure: true`
 unless the user's file sets its secret: a desk cluster has no secret to share.
+
+The server's dashboard gets a placement file, `<state_dir>/placement.yaml`,
+written at every start: the workers in order, rack 1 bank 1 slot 1, slot 2,
+... (1,050 workers fill the box; more, the server and the devices are in the
+tray), unless the user's file gives the dashboard a placement of its own.
 """
 
 from __future__ import annotations
@@ -26,14 +31,23 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .config import BrokerAddress, Config, ConfigError, config_from_mapping, deep_merge, load_yaml_file
+from .config import (BrokerAddress, Config, ConfigError, config_from_mapping, deep_merge, load_yaml_file,
+                     parse_listen_address)
 from .daemon import Daemon
+from .placement import placement_for, write_placement
 from .plugins import PluginCatalog
 from .warble import Limits, Runner
 
 log = logging.getLogger("pidaemon.sim")
 
 SERVER_ROLE, WORKER_ROLE = "server", "worker"
+PLACEMENT_FILE = "placement.yaml"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # the `http` plugin's default
+
+
+def worker_id(index: int) -> str:
+    """The id of simulated worker `index` (1-based)."""
+    return f"sim-worker-{index:04d}"
 
 
 def default_roles() -> dict[str, Any]:
@@ -94,11 +108,12 @@ class SimulatedCluster:
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         if fresh and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+        self.placement_file = self._place_workers(workers)
         host, _, port = listen.rpartition(":")
         self.worker_broker = broker or BrokerAddress(host if host not in ("0.0.0.0", "") else "127.0.0.1",
                                                      int(port), False)
         server_config = self._config(0, "sim-server", SERVER_ROLE)
-        worker_configs = [self._config(i, f"sim-worker-{i:04d}", WORKER_ROLE) for i in range(1, workers + 1)]
+        worker_configs = [self._config(i, worker_id(i), WORKER_ROLE) for i in range(1, workers + 1)]
         device_roles = [r for r in self.roles if r not in (SERVER_ROLE, WORKER_ROLE)] if devices else []
         device_configs = [self._config(workers + 1 + i, self.roles[role].get("id") or f"sim-{role}", role)
                           for i, role in enumerate(device_roles)]
@@ -112,6 +127,36 @@ class SimulatedCluster:
         self.server.embedded_broker_hint = ("Use that broker with --broker mqtt://{host}:{port}, "
                                             "or choose another port with --listen HOST:PORT")
         self.nodes = [self.server, *self.workers, *self.devices]
+
+    def _server_plugin(self, name: str) -> dict[str, Any] | None:
+        """The server role's section of plugin `name` ({} when given without settings); None: not enabled."""
+        plugins = self.roles.get(SERVER_ROLE, {}).get("plugins") or {}
+        if name not in plugins:
+            return None
+        section = plugins[name] or {}
+        return None if section.get("enabled", True) is False else section
+
+    def _place_workers(self, workers: int) -> Path | None:
+        """Write the placement of the workers for the server's dashboard, and give it to the dashboard;
+        None when the server runs no dashboard, or the user's file gives it a placement."""
+        section = self._server_plugin("dashboard")
+        if section is None or section.get("placement"):
+            return None
+        ids = [worker_id(i) for i in range(1, workers + 1)]
+        path = write_placement(self.state_dir / PLACEMENT_FILE, placement_for(ids),
+                               comment="Written by `pidaemon sim` at every start: the simulated workers in order.\n"
+                                       "Give the dashboard a file of your own with --config (dashboard: placement).")
+        self.roles = deep_merge(self.roles, {SERVER_ROLE: {"plugins": {"dashboard": {"placement": str(path)}}}})
+        return path
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The address of the server's dashboard page, when the server runs the dashboard and `http`."""
+        if self._server_plugin("dashboard") is None or (http := self._server_plugin("http")) is None:
+            return None
+        host, port = parse_listen_address(http.get("listen", DEFAULT_HTTP_LISTEN))
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     def _plugin_sections(self, role: str) -> dict[str, Any]:
         """The role's plugins; one that can sign (announce, discovery) is told it may not, on a desk,
@@ -150,6 +195,8 @@ class SimulatedCluster:
         await self.server.start()  # first: it may host the broker
         for node in [*self.workers, *self.devices]:
             await node.start()
+        if self.dashboard_url and self.server.plugin("dashboard") and self.server.plugin("http"):
+            log.info("dashboard: %s", self.dashboard_url)
 
     async def wait_online(self, timeout: float = 30) -> bool:
         results = await asyncio.gather(*(n.bus.wait_connected(timeout) for n in self.nodes if n.bus))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pidaemon_plugins.homeassistant import hookspecs as homeassistant_hookspecs
+from pidaemon_plugins.http import hookspecs as http_hookspecs
 from pidaemon_plugins.warble import hookspecs as warble_hookspecs
 
 import pidaemon
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "docs" / "plugins.md").read_text()
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent / "example_plugin"
 
-SPECS = {name: fn for module in (hookspecs, warble_hookspecs, homeassistant_hookspecs)
+SPECS = {name: fn for module in (hookspecs, warble_hookspecs, homeassistant_hookspecs, http_hookspecs)
          for name, fn in inspect.getmembers(module, inspect.isfunction) if name.startswith("pidaemon_")}
 # `pidaemon_name(arg, ...)` as the hook tables write them.
 DOCUMENTED = dict(re.findall(r"`(pidaemon_[a-z_]+)\(([^)]*)\)`", DOCS))

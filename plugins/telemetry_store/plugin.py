@@ -37,6 +37,7 @@ from pidaemon import hookimpl
 from pidaemon.bus import Message, Subscription
 from pidaemon.names import is_name
 from pidaemon.schema import Integer, MapOf, Number, String, settings
+from pidaemon.telemetry_history import TelemetryHistory
 
 from .database import TelemetryStore
 from .forwarder import RestForwarder
@@ -84,7 +85,7 @@ class TelemetryStoreSettings:
     forward: ForwardSettings
 
 
-class TelemetryStorePlugin:
+class TelemetryStorePlugin(TelemetryHistory):
     config_schema = TelemetryStoreSettings
 
     def __init__(self, node, config: TelemetryStoreSettings):

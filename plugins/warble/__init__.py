@@ -8,8 +8,8 @@ Plugins (entry points in pyproject.toml):
   run's SAVEs applied with its result: `job_values.py`), damaged state files
   (`recovery.py`) and the pi leaderboard (`leaderboard.py`);
 - `warble_worker` (`worker.py`): runs jobs in the sandboxed runner;
-- `warble_http` (`http_api.py`): the HTTP API (`openapi.yaml`), on a server
-  with the limits of one open to a LAN (`http_server.py`);
+- `warble_http` (`http_api.py`): the HTTP API (`openapi.yaml`): routes served
+  by the node's `http` plugin (`pidaemon.http`);
 - `mastodon_feed` (`mastodon_feed.py`): posts from a hashtag timeline.
 
 The service's own hooks (`pidaemon_warble_builtins`, `pidaemon_warble_intake`)

@@ -1,180 +1,107 @@
 """HTTP intake and views of the Warble service, for clients that cannot speak MQTT.
 
     POST /warbles            JSON {"user", "source", "id"?} or a text/plain post (?user=NAME)
-    GET  /warbles/<id>       status and result
+    GET  /warbles/{id}       status and result
     GET  /warbles?user=NAME  a user's history
     GET  /leaderboard        most digits of pi
     GET  /openapi.yaml       the description of this API (openapi.yaml, beside this module)
 
-Served by `http_server.py`: the standard library's threading HTTP server with
-the limits of a server open to a LAN (connections, time, sizes, JSON depth),
-each checked before the bytes it bounds are read.  Each request is handed to
-the `warble_server` plugin on the event loop.
+Routes only: the `http` plugin serves them (`pidaemon_http_routes`) on the
+daemon's event loop with the limits of a public endpoint (`pidaemon.http`),
+so the handlers call the `warble_server` plugin directly.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections import Counter
-from concurrent.futures import TimeoutError as FutureTimeout
-from http import HTTPStatus
 from importlib import resources
+from typing import Any
+
+from aiohttp import web
 
 from pidaemon import hookimpl
-from pidaemon.config import parse_listen_address
-from pidaemon.schema import Checked, Integer, Number, settings
+from pidaemon.daemon import PluginMissing
+from pidaemon.http import HttpError, HttpService, parse_json, query, read_text
+from pidaemon.schema import Problem, Section
 
-from .http_server import (ErrorLog, LimitedHTTPServer, LimitedRequestHandler, Refusal, ServiceUnavailable,
-                          ascii_excerpt, parse_json)
 from .server import WarbleServer
 
 OPENAPI_FILE = "openapi.yaml"
 PLUGIN_NAME = "warble_http"  # its entry point, hence its section under `plugins:`
-SERVICE_TIMEOUT = 10.0       # seconds a request waits for the Warble service on the event loop
+
+# Settings this plugin had when it ran its own server: now the `http` plugin's.
+MOVED = {"listen": "listen", "max_body": "max_body", "max_url": "max_url", "max_headers": "max_headers",
+         "max_header_bytes": "max_header_bytes", "request_timeout": "header_timeout and plugins.http.body_timeout",
+         "max_connections": "max_connections", "max_connections_per_client": "max_connections_per_client"}
 
 
-@settings
-class WarbleHttpSettings:
-    listen: tuple[str, int] = Checked(parse_listen_address, default="127.0.0.1:8080", expected="HOST:PORT",
-                                      doc="address of the HTTP API")
-    max_body: int = Integer(min=64, default=8192, doc="bytes accepted in a request body; more: 413")
-    max_url: int = Integer(min=256, max=65536, default=4096,
-                           doc="bytes of the request line (method, path and query string); more: 414")
-    max_headers: int = Integer(min=8, max=100, default=50, doc="request headers; more: 431")
-    max_header_bytes: int = Integer(min=1024, max=65536, default=16384,
-                                    doc="bytes of all request headers together; more: 431")
-    request_timeout: float = Number(min=0.1, default=10,
-                                    doc="seconds a connection has to send its whole request; then 408 and closed")
-    max_connections: int = Integer(min=1, default=64,
-                                   doc="connections served at once (a thread each); more: 503 at once")
-    max_connections_per_client: int = Integer(min=1, default=8,
-                                              doc="connections served at once from one IP address; more: 503")
+class WarbleHttpSection(Section):
+    """No settings of its own; an old setting is an error that says where it went."""
 
+    def check(self, value, path, problems):
+        if isinstance(value, dict):
+            for key in [k for k in value if k in MOVED]:
+                problems.append(Problem(path + (key,), f"moved to the http plugin: set plugins.http.{MOVED[key]} "
+                                                       "(and enable the http plugin, which serves warble_http's "
+                                                       "routes)"))
+            value = {k: v for k, v in value.items() if k not in MOVED}
+        return super().check(value, path, problems)
 
-class ListenError(Exception):
-    """The HTTP API cannot listen on its address (taken, not on this machine, not allowed)."""
-
-
-class WarbleRequestHandler(LimitedRequestHandler):
-    """The Warble service's routes, on a request handler with the limits of `http_server.py`."""
-
-    def route_get(self, url):
-        service = self.owner.service
-        if url.path == "/warbles":
-            user = self.query(url).get("user", [None])[0]
-            if not user:
-                raise Refusal(HTTPStatus.BAD_REQUEST, "GET /warbles needs ?user=NAME")
-            return self.send_json(HTTPStatus.OK, {"user": user, "jobs": self.owner.call(service.history, user)})
-        if url.path.startswith("/warbles/"):
-            job = self.owner.call(service.get, url.path.split("/", 2)[2])
-            if job is None:
-                raise Refusal(HTTPStatus.NOT_FOUND, "no such warble")
-            return self.send_json(HTTPStatus.OK, job)
-        if url.path == "/leaderboard":
-            return self.send_json(HTTPStatus.OK, self.owner.call(service.leaderboard.snapshot))
-        if url.path == "/openapi.yaml":
-            body = resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
-            return self.send_body(HTTPStatus.OK, "application/yaml", body)
-        raise Refusal(HTTPStatus.NOT_FOUND, f"no route {ascii_excerpt(url.path, 100)}")
-
-    def route_post(self, url):
-        if url.path != "/warbles":
-            raise Refusal(HTTPStatus.NOT_FOUND, f"no route {ascii_excerpt(url.path, 100)}")
-        user = self.query(url).get("user", ["anonymous"])[0]
-        try:
-            text = self.read_body().decode("utf-8")
-        except UnicodeDecodeError:
-            raise Refusal(HTTPStatus.BAD_REQUEST, "body is not UTF-8") from None
-        job_id = None
-        if self.headers.get("Content-Type", "").startswith("application/json"):
-            request = parse_json(text)
-            if not isinstance(request, dict) or not isinstance(request.get("source"), str):
-                raise Refusal(HTTPStatus.BAD_REQUEST, 'expected {"user": str, "source": str}')
-            text, user = request["source"], str(request.get("user") or user)
-            job_id = None if request.get("id") is None else str(request["id"])
-        answer = self.owner.call(self.owner.service.submit, user, text, job_id=job_id,
-                                  origin=f"http:{self.client_address[0]}")  # per-client limits
-        status = HTTPStatus.UNPROCESSABLE_ENTITY if answer.get("status") == "rejected" else HTTPStatus.ACCEPTED
-        return self.send_json(status, answer)
+    def extended(self, more):  # the daemon adds `enabled` and `required`: still this kind of section
+        return WarbleHttpSection({**self.fields, **more}, whole=self.whole)
 
 
 class WarbleHttp:
-    config_schema = WarbleHttpSettings
+    config_schema = WarbleHttpSection({})
 
-    def __init__(self, node, config: WarbleHttpSettings):
+    def __init__(self, node, config: dict):
         self.node = node
-        self.limits = config
-        self.host, self.port = config.listen
         self.service: WarbleServer | None = None
-        self.server: LimitedHTTPServer | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.refused: Counter[int] = Counter()
-        self.dropped_connections = 0  # clients gone before their answer, timed-out writes
-        self.errors = ErrorLog(node.log, "warble_http: a request failed")
-        self.log = node.log
-        self._counts = threading.Lock()
 
     @hookimpl
     def pidaemon_configure(self, node):
         self.service = node.lookup(WarbleServer)
+        try:
+            node.lookup(HttpService)
+        except PluginMissing:
+            raise PluginMissing('needs the "http" plugin on the same node, which serves its routes: add '
+                                '`http: {listen: "HOST:PORT"}` under plugins') from None
 
     @hookimpl
-    def pidaemon_startup(self, node):
-        self.loop = asyncio.get_running_loop()
-        handler = type("Handler", (WarbleRequestHandler,), {"owner": self})
-        try:
-            self.server = LimitedHTTPServer((self.host, self.port), handler, owner=self,
-                                            max_connections=self.limits.max_connections,
-                                            max_per_client=self.limits.max_connections_per_client)
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {self.host}:{self.port} ({exc.strerror or exc}): "
-                              f"set a free address with --set plugins.{PLUGIN_NAME}.listen=HOST:PORT "
-                              f"(or plugins.{PLUGIN_NAME}.listen in the configuration)") from exc
-        self.port = self.server.server_address[1]  # the real port when 0 was asked for
-        threading.Thread(target=self.server.serve_forever, name=f"warble-http-{node.id}", daemon=True).start()
-        node.log.info("Warble HTTP API on http://%s:%d/warbles", self.host, self.port)
+    def pidaemon_http_routes(self, node):
+        return [web.post("/warbles", self.submit), web.get("/warbles", self.history),
+                web.get("/warbles/{id}", self.job), web.get("/leaderboard", self.leaderboard),
+                web.get("/openapi.yaml", self.openapi)]
 
-    @hookimpl
-    def pidaemon_shutdown(self, node):
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    # ------------------------------------------------------------ routes
 
-    @hookimpl
-    def pidaemon_telemetry(self):
-        with self._counts:
-            refused = {str(int(status)): n for status, n in sorted(self.refused.items())}
-            dropped = self.dropped_connections
-        return {"warble_http": {"connections": self.server.connections if self.server else 0,
-                                "refused": refused, "dropped_connections": dropped, "errors": self.errors.count}}
+    async def submit(self, request: web.Request) -> web.Response:
+        user = query(request).get("user", "anonymous")
+        text = await read_text(request)
+        job_id = None
+        if request.content_type == "application/json":
+            body: Any = parse_json(text)
+            if not isinstance(body, dict) or not isinstance(body.get("source"), str):
+                raise HttpError(400, 'expected {"user": str, "source": str}')
+            text, user = body["source"], str(body.get("user") or user)
+            job_id = None if body.get("id") is None else str(body["id"])
+        answer = self.service.submit(user, text, job_id=job_id, origin=f"http:{request.remote}")  # per-client limits
+        return web.json_response(answer, status=422 if answer.get("status") == "rejected" else 202)
 
-    # ------------------------------------------------------------ for the request threads
+    async def history(self, request: web.Request) -> web.Response:
+        user = query(request).get("user")
+        if not user:
+            raise HttpError(400, "GET /warbles needs ?user=NAME")
+        return web.json_response({"user": user, "jobs": self.service.history(user)})
 
-    def call(self, function, *args, **kwargs):
-        """Run a warble_server method on the event loop, from a request thread."""
-        async def run():
-            return function(*args, **kwargs)
-        try:
-            future = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        except RuntimeError:  # the loop is closed: the node is shutting down
-            raise ServiceUnavailable("the Warble service is shutting down") from None
-        try:
-            return future.result(SERVICE_TIMEOUT)
-        except FutureTimeout:
-            future.cancel()
-            raise ServiceUnavailable(f"the Warble service did not answer within {SERVICE_TIMEOUT:g} s; "
-                                     "try again later") from None
+    async def job(self, request: web.Request) -> web.Response:
+        job = self.service.get(request.match_info["id"])
+        if job is None:
+            raise HttpError(404, "no such warble")
+        return web.json_response(job)
 
-    def count_refusal(self, status: HTTPStatus) -> None:
-        with self._counts:
-            self.refused[status] += 1
+    async def leaderboard(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.leaderboard.snapshot())
 
-    def connection_failed(self, client_address, exc: BaseException | None) -> None:
-        """A connection ended badly (the client left, a write timed out): counted, one debug line."""
-        with self._counts:
-            self.dropped_connections += 1
-        if isinstance(exc, OSError) or exc is None:
-            self.node.log.debug("http %s: connection dropped: %s", client_address[0], exc)
-        else:
-            self.errors.report(exc)
+    async def openapi(self, request: web.Request) -> web.Response:
+        body = resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
+        return web.Response(body=body, content_type="application/yaml")

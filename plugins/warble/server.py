@@ -23,6 +23,10 @@ Topics (see docs/protocol.md, "Warble"):
   to users in turn (`store_service.py`).
 - `<prefix>/warble/leaderboard` (retained): the most digits of pi printed.
 
+Other plugins of the node (the dashboard) follow the jobs through the node
+event `WARBLE_JOB` ("warble:job"), emitted when a job is queued, runs on a
+worker, goes back to the queue, and ends (done, failed, expired).
+
 Needs the `registry` plugin on the same node (found with `node.lookup`): it
 says which workers are healthy and how loaded they are, and its `NODE_STATE`
 event tells when one leaves.
@@ -72,6 +76,8 @@ from .worker_choice import WorkerLoad, pick_worker
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between lease and deadline checks
 CLEANUP_INTERVAL = 600.0     # seconds between two deletions of old finished jobs
 RUNNING_NOTICE_AFTER = 0.25  # seconds a job runs before its client is told "running" (most end sooner)
+# The node event other plugins follow the jobs with (`node.events.on(WARBLE_JOB, handler)`).
+WARBLE_JOB = "warble:job"
 
 
 @settings
@@ -156,6 +162,9 @@ class WarbleServer:
         # Results a worker sent that the queue file could not take (a full disk): kept here, written again at
         # each housekeeping, and their jobs are not handed to another worker meanwhile.
         self._unwritten: dict[str, tuple[str, int, dict[str, Any]]] = {}  # job id: (worker, attempt, result)
+        node.events.declare(WARBLE_JOB, "a Warble job was queued, runs on a worker, went back to the queue or "
+                                        "ended: job (dict, Job.summary(): id, user, source, state, node, "
+                                        "submitted, updated, attempts, result if ended), queued (int, jobs waiting)")
         # The `warble_queue` telemetry (with the queue's counts); the store service counts its store_* here too.
         self.stats = {"submitted": 0, "rejected": 0, "dispatched": 0, "results": 0, "duplicate_results": 0,
                       "requeued": 0, "expired": 0, "repeat_answers": 0, "repeat_answers_held": 0,
@@ -359,6 +368,7 @@ class WarbleServer:
         if not created:
             return self._answer_again(job, submission)
         self.stats["submitted"] += 1
+        self._job_changed(job)
         self._wake.set()
         ack = self._answer(job, submission)
         self._publish_result(job, ack)
@@ -494,6 +504,7 @@ class WarbleServer:
         for job in self.queue.expire_queued():
             self.stats["expired"] += 1
             self._publish_result(job, {"id": job.id, "user": job.user, **job.result})
+            self._job_changed(job)
         for job_id, (worker, attempt, result) in list(self._unwritten.items()):
             self._record_result(job_id, worker, attempt, result)
         self._finish_committed()
@@ -547,6 +558,7 @@ class WarbleServer:
         else:
             self.node.log.info("job %s re-queued (attempt %d, on %s, revoked)", job.id, job.attempts,
                                job.previous_node)
+        self._job_changed(job)
         self._wake.set()
 
     # ------------------------------------------------------------ results
@@ -561,6 +573,7 @@ class WarbleServer:
             if not self.queue.mark_running(job_id, worker, self.lease, attempt=attempt):
                 self.stats["stale_replies"] += 1
                 return
+            self._job_changed(self.queue.get(job_id))
             self._announce_running_later(job_id, worker)
             return
         if state != "done" or not isinstance(reply.get("result"), dict):
@@ -617,10 +630,16 @@ class WarbleServer:
         self.stats["results"] += 1
         job = self.queue.get(job_id)
         self._publish_result(job, {"id": job_id, "user": job.user, **result})
+        self._job_changed(job)
         if self.leaderboard.consider(job.user, job_id, result.get("output") or []):
             self.node.publish(self.node.topic("warble", "leaderboard"), self.leaderboard.snapshot(),
                               qos=1, retain=True)
         self._wake.set()
+
+    def _job_changed(self, job: Job | None) -> None:
+        """Tell the node's other plugins (`WARBLE_JOB`); a listener's failure is the event's to log."""
+        if job is not None:
+            self.node.events.emit(WARBLE_JOB, job=job.summary(), queued=len(self.queue.waiting))
 
     def _publish_result(self, job: Job, payload: dict[str, Any]) -> None:
         self._publish_answer(job.id, payload, job.reply_topic, job.correlation)

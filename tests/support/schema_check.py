@@ -1,4 +1,5 @@
-"""A JSON Schema (draft 2020-12) checker limited to the keywords docs/telemetry.schema.json uses.
+"""A JSON Schema (draft 2020-12) checker limited to the keywords docs/telemetry.schema.json and the
+schemas of plugins/warble/openapi.yaml use (OpenAPI 3.1's schemas are JSON Schema).
 
 `jsonschema` is not installed in the project's environment and is not a
 dependency, hence this small checker.  A schema using any other keyword is
@@ -12,7 +13,7 @@ from typing import Any
 
 ANNOTATIONS = {"$schema", "$id", "title", "description"}
 KEYWORDS = ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-                          "minimum", "maximum", "exclusiveMinimum", "pattern", "$ref", "$defs"}
+                          "minimum", "maximum", "exclusiveMinimum", "pattern", "$ref", "$defs", "enum"}
 TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -43,8 +44,8 @@ def check_schema(schema: Any, path: str = "#") -> None:
     for key in ("items", "additionalProperties"):
         if key in schema:
             check_schema(schema[key], f"{path}/{key}")
-    if "$ref" in schema and not schema["$ref"].startswith("#/$defs/"):
-        raise SchemaUnsupported(f"{path}: only local #/$defs/ references are supported")
+    if "$ref" in schema and not schema["$ref"].startswith("#/"):
+        raise SchemaUnsupported(f"{path}: only local references (#/...) are supported")
 
 
 def validate(instance: Any, schema: Any, root: Any | None = None, path: str = "$") -> list[str]:
@@ -61,8 +62,11 @@ def validate(instance: Any, schema: Any, root: Any | None = None, path: str = "$
             target = target[part]
         errors += validate(instance, target, root, path)
     kind = schema.get("type")
-    if kind is not None and not TYPES[kind](instance):
-        return errors + [f"{path}: expected {kind}, got {type(instance).__name__}"]
+    kinds = kind if isinstance(kind, list) else [kind]
+    if kind is not None and not any(TYPES[k](instance) for k in kinds):
+        return errors + [f"{path}: expected {' or '.join(kinds)}, got {type(instance).__name__}"]
+    if "enum" in schema and instance not in schema["enum"]:
+        errors.append(f"{path}: {instance!r} is not one of {schema['enum']}")
     if isinstance(instance, (int, float)) and not isinstance(instance, bool):
         if "minimum" in schema and instance < schema["minimum"]:
             errors.append(f"{path}: {instance} < minimum {schema['minimum']}")

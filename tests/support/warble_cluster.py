@@ -43,8 +43,9 @@ class InProcessCluster:
     def __init__(self, broker_url, tmp_path, workers=2, slots=2, http_listen=None, more_plugins=None,
                  worker_options=None, **warble):
         plugins = {**server_plugins(tmp_path, **warble), **(more_plugins or {})}
-        if http_listen:
-            plugins["warble_http"] = {"listen": http_listen}
+        if http_listen:  # the Warble HTTP API: its routes (warble_http) on the node's HTTP server (http)
+            plugins["http"] = {"listen": http_listen, **plugins.get("http", {})}
+            plugins["warble_http"] = {}
         self.broker_url, self.tmp_path, self.server_plugins = broker_url, tmp_path, plugins
         self.server = self.new_server()
         self.workers = [make_daemon(f"worker-{i}", broker_url, plugins=worker_plugins(slots, worker_options))
