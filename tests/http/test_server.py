@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 
 import aiohttp
@@ -19,7 +18,8 @@ from aiohttp import web
 
 from pidaemon.http import HttpError, HttpLimits, HttpServer, RateLimit, RouteConflict, read_json
 from pidaemon.http.rate_limit import RateLimiter
-from tests.support.http_client import closed_by_server, connect, exchange, exchange_raw, get, post, read_response
+from tests.support.http_client import (closed_by_server, connect, exchange, exchange_raw, get, post, read_response,
+                                       trickle)
 
 LOG = logging.getLogger("test.http")
 
@@ -104,32 +104,6 @@ def test_every_error_is_json_and_a_bug_is_one_500_and_one_log_line(capfd, caplog
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(logged) == 1 and "RuntimeError: a bug in a handler" in logged[0], logged
     no_tracebacks(capfd, caplog)
-
-
-def trickle(port: int, start: bytes, byte: bytes = b"a", pause: float = 0.05, rounds: int = 400):
-    """Send `start`, then one byte every `pause` s until the server answers or closes: (status, answer) or None."""
-    with connect(port) as sock:
-        sock.sendall(start)
-        sock.settimeout(pause)
-        for _ in range(rounds):  # a bound on failure: the server should close long before
-            try:
-                if sock.recv(1, socket.MSG_PEEK):
-                    break
-                return None  # closed without an answer
-            except (TimeoutError, BlockingIOError):
-                pass
-            except ConnectionResetError:
-                return None
-            try:
-                if byte:
-                    sock.send(byte)
-            except OSError:
-                break
-        else:
-            raise AssertionError(f"the server still held the connection after {rounds} rounds")
-        sock.settimeout(10)
-        status, _, body = read_response(sock)
-        return status, json.loads(body)
 
 
 def test_slow_heads_and_bodies_get_408_and_idle_keepalive_is_closed(capfd, caplog):

@@ -29,7 +29,7 @@ import yaml
 from pidaemon.config import ConfigError, config_from_mapping
 from pidaemon.daemon import DaemonError
 from pidaemon.plugins import PluginCatalog
-from tests.support.http_client import connect, exchange, exchange_raw, get, post, read_response
+from tests.support.http_client import connect, exchange, exchange_raw, get, post, read_response, trickle
 from tests.support.mosquitto import free_port
 from tests.support.nodes import make_daemon, node_config
 from tests.support.schema_check import validate
@@ -163,31 +163,6 @@ def test_request_lines_headers_and_queries_past_their_limits(broker, tmp_path, c
     assert history == (200, {"user": "ada", "jobs": []})
     assert refused[431] == 4 and refused[414] == 1
     no_tracebacks(capfd, caplog)
-
-
-def trickle(port: int, start: bytes, byte: bytes = b"a", pause: float = 0.05, rounds: int = 400):
-    """Send `start`, then one byte every `pause` s until the server answers or closes: (status, answer) or None."""
-    with connect(port) as sock:
-        sock.sendall(start)
-        sock.settimeout(pause)
-        for _ in range(rounds):  # a bound on failure: the server should close long before
-            try:
-                if sock.recv(1, socket.MSG_PEEK):
-                    break
-                return None  # closed without an answer
-            except (TimeoutError, BlockingIOError):
-                pass
-            except ConnectionResetError:
-                return None
-            try:
-                sock.send(byte)
-            except OSError:
-                break
-        else:
-            raise AssertionError(f"the server still held the connection after {rounds} bytes")
-        sock.settimeout(10)
-        status, _, body = read_response(sock)
-        return status, json.loads(body)
 
 
 def test_a_slow_or_silent_client_is_cut_off(broker, tmp_path, capfd, caplog):

@@ -79,3 +79,29 @@ def closed_by_server(sock: socket.socket, timeout: float = 10) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def trickle(port: int, start: bytes, byte: bytes = b"a", pause: float = 0.05, rounds: int = 400):
+    """Send `start`, then one byte every `pause` s until the server answers or closes: (status, answer) or None."""
+    with connect(port) as sock:
+        sock.sendall(start)
+        sock.settimeout(pause)
+        for _ in range(rounds):  # a bound on failure: the server should close long before
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+                return None  # closed without an answer
+            except (TimeoutError, BlockingIOError):
+                pass
+            except ConnectionResetError:
+                return None
+            try:
+                if byte:
+                    sock.send(byte)
+            except OSError:
+                break
+        else:
+            raise AssertionError(f"the server still held the connection after {rounds} rounds")
+        sock.settimeout(10)
+        status, _, body = read_response(sock)
+        return status, json.loads(body)
