@@ -222,16 +222,23 @@ class Section(Field):
     A missing or null section counts as empty, so every default applies.
     `whole(values, path, problems)`, if given, checks what no field can judge
     alone (one setting against another), once every field is valid.
+    `warn(config, path)`, if given, says what a valid whole configuration
+    should still hear (`warnings`: reported by `config check` and at start).
     """
 
     expected = "a mapping"
 
-    def __init__(self, fields: Mapping[str, Field], whole: Callable[..., None] | None = None, **kw):
+    def __init__(self, fields: Mapping[str, Field], whole: Callable[..., None] | None = None,
+                 warn: Callable[..., list[Problem]] | None = None, **kw):
         kw.setdefault("default", None)
         super().__init__(**kw)
         self.fields = dict(fields)
         self.whole = whole
+        self.warn = warn
         self.nullable = False
+
+    def warnings(self, config: Mapping[str, Any], path: tuple[str, ...]) -> list[Problem]:
+        return self.warn(config, path) if self.warn is not None else []
 
     def check(self, value, path, problems):
         if value is None:
@@ -260,7 +267,7 @@ class Section(Field):
         return self.validate({}, (), [])
 
     def extended(self, more: Mapping[str, Field]) -> "Section":
-        return Section({**self.fields, **more}, whole=self.whole)
+        return Section({**self.fields, **more}, whole=self.whole, warn=self.warn)
 
 
 # ---------------------------------------------------------------- typed settings
@@ -290,7 +297,8 @@ def settings(cls: type[T]) -> type[T]:
     holds changes under another one.  A `@settings` class may extend another
     (fields shared by two plugins are declared once).  A static method
     `check_whole(values, path, problems)` on the class checks the settings
-    taken together (see `Section`).
+    taken together, and a static method `config_warnings(config, path)` says
+    what a valid configuration should still hear (see `Section`).
     """
     fields: dict[str, Field] = {}
     nested: dict[str, type] = {}
@@ -321,7 +329,8 @@ def settings(cls: type[T]) -> type[T]:
             setattr(cls, name, dataclasses.field(default_factory=lambda spec=spec: _read_only(spec.default_value())))
         else:
             setattr(cls, name, spec.default_value())
-    setattr(cls, SETTINGS_SECTION, Section(fields, whole=cls.__dict__.get("check_whole")))
+    setattr(cls, SETTINGS_SECTION, Section(fields, whole=cls.__dict__.get("check_whole"),
+                                           warn=cls.__dict__.get("config_warnings")))
     cls._nested_settings = nested
     cls.from_mapping = classmethod(_from_mapping)
     cls.defaults = classmethod(lambda kind: kind.from_mapping(section_of(kind).default_value()))

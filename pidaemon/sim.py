@@ -27,7 +27,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Iterable, Mapping
 
 import yaml
 
@@ -41,6 +41,8 @@ from .warble import Limits, Runner
 log = logging.getLogger("pidaemon.sim")
 
 SERVER_ROLE, WORKER_ROLE = "server", "worker"
+REGISTRY_NODE_STATE = "registry:node_state"  # the registry's event (plugins/registry), by its name
+OFFLINE_WAIT = 3.0   # seconds the server waits at a stop to hear the other nodes go offline
 PLACEMENT_FILE = "placement.yaml"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # the `http` plugin's default
 
@@ -203,6 +205,34 @@ class SimulatedCluster:
         return all(results) and all(n.bus for n in self.nodes)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(n.shutdown() for n in [*self.workers, *self.devices]))
+        others = [*self.workers, *self.devices]
+        heard = self._offline_heard({node.id for node in others if node.bus is not None and node.bus.connected})
+        await asyncio.gather(*(n.shutdown() for n in others))
+        await heard
         await self.server.shutdown()  # last: it may host the broker
         await asyncio.to_thread(self.runner.close)
+
+    def _offline_heard(self, ids: set[str]) -> Awaitable[None]:
+        """Waits (at most OFFLINE_WAIT s) until the server's registry has seen nodes `ids` go offline,
+        so that the registry it saves at its own stop says so (a next start then shows them offline)."""
+        events = self.server.events
+        if REGISTRY_NODE_STATE not in events.declared or not ids or not (self.server.bus and self.server.bus.connected):
+            return asyncio.sleep(0)
+        pending, all_heard = set(ids), asyncio.Event()
+
+        def changed(record=None, **_: Any) -> None:
+            if getattr(record, "state", None) == "offline":
+                pending.discard(getattr(record, "id", None))
+                if not pending:
+                    all_heard.set()
+
+        stop_listening = events.on(REGISTRY_NODE_STATE, changed)
+
+        async def wait() -> None:
+            try:
+                await asyncio.wait_for(all_heard.wait(), OFFLINE_WAIT)
+            except asyncio.TimeoutError:
+                log.debug("the registry did not hear %d nodes go offline: %s", len(pending), sorted(pending)[:5])
+            finally:
+                stop_listening()
+        return wait()

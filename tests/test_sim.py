@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
 from tests.support.mosquitto import free_port, wait_for_port
+from tests.support.observer import Observer
 
 
 def sim(tmp_path, *args: str) -> list[str]:
@@ -63,4 +67,45 @@ def test_the_simulator_stops_when_its_server_cannot_serve(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     assert "warble_server" in result.stderr and str(queue) in result.stderr
+    assert "cluster online" not in result.stderr
+
+
+def test_after_ctrl_c_the_saved_registry_has_every_stopped_node_offline(tmp_path):
+    """Before: the server saved its registry and stopped while most workers' `offline` was still on its way;
+    the next start showed 40 stopped workers online until they missed their pings."""
+    import paho.mqtt.client as mqtt
+    workers = [f"sim-worker-{i:04d}" for i in range(1, 41)]
+    port = free_port()
+    process = subprocess.Popen(sim(tmp_path, "--workers", str(len(workers)), "--listen", f"127.0.0.1:{port}"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, timeout=20)
+        observer = Observer(port, topics=["picluster/nodes/+/health"], protocol=mqtt.MQTTv311)
+        deadline = time.monotonic() + 30  # a bound on failure
+        while not {f"picluster/nodes/{node}/health" for node in workers} <= {
+                m.topic for m in list(observer.messages) if json.loads(m.payload)["state"] == "online"}:
+            assert time.monotonic() < deadline, "not every worker online in the registry within 30 s"
+            time.sleep(0.1)
+        observer.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    with sqlite3.connect(tmp_path / "sim-state" / "sim-server" / "registry.sqlite3") as db:
+        states = {node: json.loads(record)["state"] for node, record in db.execute("SELECT id, record FROM nodes")}
+    assert {node: states.get(node) for node in workers} == {node: "offline" for node in workers}
+
+
+def test_the_simulator_stops_when_its_http_port_is_taken(tmp_path):
+    """Before: the simulator ran on without HTTP and said "cluster online"; its address showed another's page."""
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = taken.getsockname()[1]
+        command = [arg for arg in sim(tmp_path, "--workers", "1", "--listen", f"127.0.0.1:{free_port()}")
+                   if arg not in ("--http", "off")] + ["--http", f"127.0.0.1:{http_port}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{http_port}" in result.stderr and "--http HOST:PORT" in result.stderr
     assert "cluster online" not in result.stderr

@@ -9,7 +9,9 @@ aiohttp parses and answers requests; this subclass adds what it lacks:
   connection that sent nothing is closed silently);
 - the request line (414; a flood of empty lines before it: 400), the number
   of headers and their bytes (431), the HTTP version (505, HTTP/0.9 too), a
-  body's framing (only with a Content-Length: 411) and
+  body's framing (a chunked one: 411; a POST, PUT or PATCH without a
+  Content-Length has no body: what follows its head is dropped and the
+  connection closed after the answer, 405 or the route's own 411) and
   its declared size (413), checked as the bytes arrive, before the parser
   sees them (`HeadScanner`): aiohttp would answer most of these 400, and
   would read what follows a refused head as the next request;
@@ -58,6 +60,8 @@ class HeadScanner:
         self.current = b""            # the first bytes of the header line being read (its name, or blank?)
         self.has_length = False       # a Content-Length header came
         self.chunked = False          # a Transfer-Encoding header came
+        self.unframed = False         # a method that sends a body, with no Content-Length: it has none
+        self.end = 0                  # where the head ended in the last bytes fed
         self.done = False
 
     def feed(self, data: bytes) -> tuple[int, str] | None:
@@ -94,6 +98,7 @@ class HeadScanner:
             if newline >= 0:
                 if self.current in (b"\r\n", b"\n"):
                     self.done = True
+                    self.end = position
                     return self._check_framing()
                 refusal = self._header_done()
                 if refusal:
@@ -115,12 +120,12 @@ class HeadScanner:
         return None
 
     def _check_framing(self) -> tuple[int, str] | None:
-        """Bodies come with a Content-Length only: a chunked one is refused before its bytes are parsed,
-        and a POST without a length would have its body read as the next request (RFC 9112, 6.3)."""
+        """Bodies come with a Content-Length only: a chunked one is refused before its bytes are parsed.
+        A POST without a length has no body (RFC 9112, 6.3): `unframed`, so that what its client sends
+        after the head is not read as the next request."""
         if self.chunked:
             return 411, "Transfer-Encoding (a chunked body) is not accepted: send the body with a Content-Length"
-        if self.request_line.split(b" ", 1)[0] in METHODS_WITH_BODIES and not self.has_length:
-            return 411, "a body needs a Content-Length"
+        self.unframed = self.request_line.split(b" ", 1)[0] in METHODS_WITH_BODIES and not self.has_length
         return None
 
     def _check_version(self) -> tuple[int, str] | None:
@@ -143,6 +148,7 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
         self.address = "?"
         self.admitted = False
         self.refused = False          # answered by us (not aiohttp): only draining until closed
+        self.dropping = False         # after a head that announced no body: the rest is dropped, then closed
         self.answers = 0              # answers finished on this connection
         self.in_request = False
         self._head_timer: asyncio.TimerHandle | None = None
@@ -189,6 +195,8 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
             if self._lingered > LINGER_BYTES:
                 self._own_transport.close()
             return
+        if self.dropping:
+            return
         if not self.head.done:
             refusal = self.head.feed(data)
             if refusal is not None:
@@ -196,6 +204,9 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
                 return
             if self.head.done:
                 self._cancel_head_timer()
+                if self.head.unframed:  # a body it did not announce would be read as the next request
+                    self.dropping = True
+                    data = data[:self.head.end]
         super().data_received(data)
 
     def eof_received(self):
@@ -268,7 +279,7 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
     # ------------------------------------------------------------ answers
 
     async def finish_response(self, request, resp, start_time):
-        body_unread = not request.content.is_eof()
+        body_unread = not request.content.is_eof() or self.dropping
         if body_unread and hasattr(resp, "force_close"):
             resp.force_close()  # what the client still sends is drained (lingering_time), then closed
         result = await super().finish_response(request, resp, start_time)

@@ -22,8 +22,8 @@ from typing import Any
 from pidaemon import hookimpl
 from pidaemon.bus import Message, Subscription
 from pidaemon.logs import LimitedLog
-from pidaemon.placement import Placement, load_placement
-from pidaemon.schema import Integer, Number, String, settings
+from pidaemon.placement import Placement, PlacementError, load_placement
+from pidaemon.schema import Integer, Number, Problem, String, settings
 from pidaemon.telemetry_history import TelemetryHistory
 
 from .live import LiveHub
@@ -53,6 +53,19 @@ class DashboardSettings:
     history_length: float = Number(min=1, default=600, doc="seconds of plots kept (and sent to a new page)")
     detail_window: float = Number(min=1, default=900, doc="seconds of readings in a node's panel")
     max_nodes: int = Integer(min=1, default=5000, doc="nodes the dashboard shows at most; others are ignored")
+
+    @staticmethod
+    def config_warnings(config, path):
+        """`config check` reads the placement file too: a mistake in it would stop the dashboard at start."""
+        placement = config["plugins"][path[-1]]["placement"]
+        if not placement:
+            return []
+        try:
+            load_placement(placement)
+        except PlacementError as exc:
+            return [Problem(path + ("placement",), f"the dashboard will not start: {message}")
+                    for message in exc.messages]
+        return []
 
 
 class DashboardPlugin:

@@ -87,8 +87,9 @@ class HttpPlugin(HttpService):
         try:
             await self.server.start(self.host, self.port)
         except ListenError as exc:
-            raise ListenError(f"{exc}: set a free address with --set plugins.{PLUGIN_NAME}.listen=HOST:PORT "
-                              f"(or plugins.{PLUGIN_NAME}.listen in the configuration)") from exc.__cause__
+            raise ListenError(f"{exc}: set a free address: plugins.{PLUGIN_NAME}.listen in the configuration, "
+                              f"--set plugins.{PLUGIN_NAME}.listen=HOST:PORT on `pidaemon run`, "
+                              f"--http HOST:PORT on `pidaemon sim`") from exc.__cause__
         self.port = self.server.port  # the real port when 0 was asked for
         node.log.info("HTTP on %s", self.url)
 

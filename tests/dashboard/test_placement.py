@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pidaemon.placement import Layout, Place, PlacementError, load_placement, placement_for, write_placement
@@ -123,3 +126,20 @@ def test_the_simulator_places_its_workers_for_its_dashboard(tmp_path):
     assert SimulatedCluster(2, state_dir=tmp_path / "sim2", roles=roles, devices=False).placement_file is None
     roles["server"]["plugins"]["dashboard"] = {"enabled": False}
     assert SimulatedCluster(2, state_dir=tmp_path / "sim3", roles=roles, devices=False).placement_file is None
+
+
+def test_config_check_reads_the_placement_file_and_names_its_mistakes(tmp_path):
+    """Before: `config check` said ok, and the dashboard then failed at start (its page a bare 404)."""
+    placement = tmp_path / "placement.yaml"
+    placement.write_text("nodes:\n  w1: {rack: 9, bank: 1, slot: 1}\n")
+    config = tmp_path / "server.yaml"
+    config.write_text(f"node: {{role: server, id: s1}}\nplugins:\n  http: {{listen: '127.0.0.1:0'}}\n"
+                      f"  dashboard: {{placement: {placement}}}\n")
+    checked = subprocess.run([sys.executable, "-m", "pidaemon", "config", "check", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert f"{config}:4: plugins.dashboard.placement: the dashboard will not start: {placement}:2: nodes.w1: " \
+           f"rack 9 is out of range" in checked.stderr, checked.stderr
+    placement.unlink()
+    checked = subprocess.run([sys.executable, "-m", "pidaemon", "config", "check", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert f"{placement}: cannot read" in checked.stderr, checked.stderr

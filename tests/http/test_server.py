@@ -159,6 +159,8 @@ def test_a_body_is_refused_by_its_length_before_it_is_read(capfd, caplog):
             "not JSON": exchange(port, post("/echo", [json_type, "Content-Length: 9"], b"{not json")),
             "too deep": exchange(port, post("/echo", [json_type, "Content-Length: 200"], b"[" * 100 + b"]" * 100)),
             "fine": exchange(port, post("/echo", [json_type, "Content-Length: 8"], b'{"a": 1}')),
+            "a PUT with no body where only GET goes": exchange(port, b"PUT /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "a body it did not announce": unannounced_body(port),
         }
 
     answers = serve(check, max_body=1000)
@@ -169,7 +171,23 @@ def test_a_body_is_refused_by_its_length_before_it_is_read(capfd, caplog):
     assert answers["not JSON"][0] == 400 and "body is not JSON" in answers["not JSON"][1]["error"]
     assert answers["too deep"] == (400, {"error": "body is JSON nested deeper than 32 levels"})
     assert answers["fine"] == (200, {"echo": {"a": 1}})
+    # No Content-Length: no body (RFC 9112, 6.3). The route answers (405 here), and what follows the head
+    # is never read as a request of its own: one answer (the route's 411), then the connection closes.
+    assert answers["a PUT with no body where only GET goes"][0] == 405
+    assert answers["a body it did not announce"] == (411, {"error": "a body needs a Content-Length"}, True)
     no_tracebacks(capfd, caplog)
+
+
+def unannounced_body(port):
+    """A POST without a Content-Length whose 'body' is a request, then garbage: (status, answer, nothing after)."""
+    smuggled = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n{\"source\": \"PRINT(1)\"}\r\n\r\n"
+    with connect(port) as sock:
+        sock.sendall(post("/echo", ["Content-Type: application/json"], smuggled))
+        status, _, body = read_response(sock)
+        rest = b""
+        while chunk := sock.recv(65536):  # until the server closes (the socket's timeout bounds it)
+            rest += chunk
+        return status, json.loads(body), rest == b""
 
 
 def test_one_address_over_its_rate_gets_429_others_do_not():

@@ -336,7 +336,7 @@ def test_a_taken_port_says_which_setting_to_change(broker, tmp_path, required):
         outcome = asyncio.run(scenario())
     finally:
         taken.close()
-    hint = "--set plugins.http.listen=HOST:PORT"
+    hint = "--set plugins.http.listen=HOST:PORT on `pidaemon run`, --http HOST:PORT on `pidaemon sim`"
     if required:
         assert isinstance(outcome, str) and f"cannot listen on 127.0.0.1:{port}" in outcome and hint in outcome
     else:
