@@ -1,7 +1,9 @@
 """The dashboard at cluster scale: 1,050 simulated nodes, watched by a real headless Chromium.
 
     python bench/dashboard_bench.py [--workers 1050] [--loads 5] [--events 200] [--measure 30] [--dashboards 10]
-                                    [--screenshot docs/images/dashboard.png]
+                                    [--screenshot PATH]
+
+Needs the test extras (selenium: `pip install -e '.[test]'`) and Debian's chromium and chromium-driver.
 
 Starts a mosquitto of its own (with config/mosquitto.conf's queue settings, on a free port) and
 `pidaemon sim --workers N` against it as a child process (its HTTP on a free port), then measures:
@@ -25,7 +27,8 @@ Starts a mosquitto of its own (with config/mosquitto.conf's queue settings, on a
     transferred (Resource Timing), next to the size of the first snapshot of N nodes (data, not page).
 
 Then it runs a few Warbles (a rainbow on the lamp, digits of pi, some prints, one error) and saves
-a screenshot of the page (1600x1000) for the README.
+a screenshot of the page (1600x1000): into a new temporary directory (its path is printed), or to
+`--screenshot PATH`; `--screenshot docs/images/dashboard.png` refreshes the README's image.
 
 Goals (issue "The cluster's live dashboard"): first picture < 1 s; an event visible < 1 s at p99;
 ten dashboards < 5 % of one core; the page < 300 KB.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -316,7 +320,8 @@ def showcase(page: DashboardPage, bus: Bus, screenshot: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Needs the test extras: pip install -e '.[test]'.")
     parser.add_argument("--workers", type=int, default=1050)
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--events", type=int, default=200)
@@ -326,12 +331,21 @@ def main() -> int:
     parser.add_argument("--clients", choices=("websocket", "chromium"), default="websocket",
                         help="the dashboards of (c): WebSocket clients (default), or Chromium tabs, whose rendering "
                              "competes with the sim for this machine's CPUs")
-    parser.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "images" / "dashboard.png")
+    parser.add_argument("--screenshot", type=Path, metavar="PATH",
+                        help="where to save the page's picture (default: dashboard.png in a new temporary "
+                             "directory, printed at the end); --screenshot docs/images/dashboard.png refreshes "
+                             "the README's image")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
     args = parser.parse_args()
+    if importlib.util.find_spec("selenium") is None:
+        print("dashboard_bench: selenium is missing: install the test extras (pip install -e '.[test]')",
+              file=sys.stderr)
+        return 2
     if chromium_missing():
         print(chromium_missing(), file=sys.stderr)
         return 2
+    if args.screenshot is None:
+        args.screenshot = Path(tempfile.mkdtemp(prefix="dashboard-bench-screenshot-")) / "dashboard.png"
 
     work = Path(tempfile.mkdtemp(prefix="dashboard-bench-"))
     broker = Mosquitto(work / "broker", cluster_config=ROOT / "config" / "mosquitto.conf").start()

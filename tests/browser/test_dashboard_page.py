@@ -2,8 +2,9 @@
 
 One cluster and one browser for the module, in this order: the page shows every node in its place;
 a stopped worker turns offline; a Warble appears in the feed; LIGHTS changes the lamp; a click opens
-a node's panel; the page reconnects after the server restarts. What is checked is what a person sees
-(colours as computed by the browser, texts); the page's hook and data-* attributes only say when to look.
+a node's panel; a page left for another lets its WebSocket go and, shown again from the back/forward
+cache, is live at once; the page reconnects after the server restarts. What is checked is what a person
+sees (colours as computed by the browser, texts); the page's hook and data-* attributes only say when to look.
 Screenshots of each step go to the module's tmp dir (and to $DASHBOARD_SCREENSHOTS when set).
 """
 
@@ -33,8 +34,10 @@ class Cluster:
         self.root = root
         self.broker = Mosquitto(root / "broker").start()
         # The server keeps its nodes' readings (telemetry_store) for the sparklines of a node's panel;
-        # the workers send them every second, so that a sparkline has a few samples soon.
-        roles = write_config(root / "sim-roles.yaml", {"server": {"plugins": {"telemetry_store": {}}},
+        # the workers send them every second, so that a sparkline has a few samples soon. The server's
+        # own telemetry (its count of live pages) comes every second too.
+        roles = write_config(root / "sim-roles.yaml", {"server": {"plugins": {"telemetry_store": {},
+                                                                              "telemetry": {"interval": 1}}},
                                                         "worker": {"plugins": {"telemetry": {"interval": 1}}}})
         self.sim = SimProcess(self.broker.url, root / "sim-state", WORKERS, log_path=root / "sim.log",
                               extra_args=("--config", str(roles)))
@@ -115,6 +118,9 @@ def test_every_node_is_shown_in_its_place(cluster, page):
     worker = cluster.sim.worker_ids[0]
     wait_for(lambda: page.cells()[worker]["state"] == "online", 20, f"{worker} online")
     assert page.background(page.cell(worker)) == page.legend_colour("online")
+    # The two Warbles / s figures say what each counts: the total over 10 s, the plot over 10 minutes.
+    assert page.text('[data-total="warbles_per_s"] dt') == "Warbles / s (last 10 s)"
+    assert page.text("#plots-note").startswith("plots: last 10 min")
     page.screenshot("1-every-node-in-its-place")
 
 
@@ -211,12 +217,58 @@ def test_the_whole_box_fits_from_an_ipad_to_a_projector(cluster, page, width, he
         set_viewport(page.driver, 1600, 1000)
 
 
+SERVER_TELEMETRY = "picluster/nodes/sim-server/telemetry"
+
+
+def live_pages(payload: dict) -> int | None:
+    """How many pages the server pushes to, from its telemetry."""
+    return ((payload.get("readings") or {}).get("dashboard") or {}).get("pages")
+
+
+def test_a_page_left_for_another_lets_its_socket_go_and_comes_back_live(cluster, page):
+    observer = Observer(cluster.broker.port, topics=(SERVER_TELEMETRY,))
+    try:
+        since = len(observer.messages)
+        next_payload(observer, SERVER_TELEMETRY, lambda t: live_pages(t) == 1, since=since, timeout=15)
+        before = page.hook()
+        page.js("window.leftAndBack = arguments[0]", before["snapshots"])  # survives only in the bfcache
+
+        # Away in the same tab: Chromium keeps the page, frozen, in its back/forward cache.
+        page.driver.get("data:text/html,<title>elsewhere</title><p>elsewhere</p>")
+        since = len(observer.messages)
+        try:
+            next_payload(observer, SERVER_TELEMETRY, lambda t: live_pages(t) == 0, since=since, timeout=15)
+        except TimeoutError:
+            raise AssertionError("the server still pushes to the page that was left: it kept its WebSocket") from None
+        since = len(observer.messages)
+
+        page.driver.back()
+        restored = wait_for(lambda: page.js("return document.readyState") == "complete"
+                            and page.js("return [window.leftAndBack ?? null, performance.getEntriesByType("
+                                        "'navigation')[0].notRestoredReasons]"), 10, "the page shown again")
+        assert restored[0] == before["snapshots"], \
+            f"the page was loaded again, not restored from the back/forward cache: {restored[1]}"
+        hook = wait_for(lambda: (h := page.hook())["connected"] and h["snapshots"] > before["snapshots"] and h, 10,
+                        "a fresh snapshot on the restored page")
+        assert hook["reconnects"] == before["reconnects"], "left on purpose: no reconnecting with backoff"
+        assert not page.visible("#banner")
+        assert page.text("#connection") == "live"
+        next_payload(observer, SERVER_TELEMETRY, lambda t: live_pages(t) == 1, since=since, timeout=15)
+    finally:
+        observer.close()
+    # Live again: a Warble submitted now shows in the feed.
+    marker = f"back-{uuid.uuid4().hex[:8]}"
+    cluster.publish("picluster/warble/submit", json.dumps({"user": "ada", "source": f'#pi{{PRINT("{marker}")}}'}))
+    wait_for(lambda: marker in page.text("#feed"), 20, "a new Warble in the feed of the restored page")
+    page.screenshot("7-back-from-another-page")
+
+
 def test_the_page_reconnects_after_the_server_restarts(cluster, page):
     snapshots = page.hook()["snapshots"]
     cluster.sim.stop()
     wait_for(lambda: page.visible("#banner") and "Reconnecting" in page.text("#banner"), 10, "the reconnecting banner")
     assert page.js("return document.body.dataset.connected") == "false"
-    page.screenshot("7-reconnecting")
+    page.screenshot("8-reconnecting")
 
     cluster.sim.start()
     hook = wait_for(lambda: (h := page.hook())["connected"] and h["snapshots"] > snapshots and h, 30,
@@ -225,5 +277,5 @@ def test_the_page_reconnects_after_the_server_restarts(cluster, page):
     assert hook["nodes"] >= len(cluster.sim.worker_ids)
     wait_for(lambda: all(page.cells()[w]["state"] == "online" for w in cluster.sim.worker_ids), 20,
              "the workers online again")
-    page.screenshot("8-reconnected")
+    page.screenshot("9-reconnected")
     assert not [e for e in page.console_errors() if "dashboard" in e and "WebSocket" not in e]

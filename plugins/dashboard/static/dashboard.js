@@ -329,9 +329,11 @@
     }
     const per = num(t.warbles_per_s);
     for (const [key, label, value] of [["queue", "queued", num(t.queue)], ["running", "running", num(t.running)],
-      ["warbles_per_s", "Warbles / s", per === null ? null : per < 10 ? per.toFixed(1) : per.toFixed(0)],
+      ["warbles_per_s", "Warbles / s (last 10 s)", per === null ? null : per < 10 ? per.toFixed(1) : per.toFixed(0)],
       ["done", "done", num(t.done)]]) {
-      dl.append(el("div", {"data-total": key}, el("dt", {text: label}), el("dd", {text: value === null ? "–" : String(value)})));
+      const title = key === "warbles_per_s" ? "Warbles done a second, counted over the last 10 s" : null;
+      dl.append(el("div", {"data-total": key, title},
+        el("dt", {text: label}), el("dd", {text: value === null ? "–" : String(value)})));
     }
   }
 
@@ -351,6 +353,17 @@
     svg.append(svgEl("polygon", {points: `${x(points[0].time)},40 ${line} ${x(points[points.length - 1].time)},40`}));
     svg.append(svgEl("polyline", {points: line}));
     svg.setAttribute("aria-label", `${field}: last ${last}, highest ${max} over the last ${HISTORY_SECONDS / 60} minutes`);
+  }
+
+  /* What the plots span and how often they get a point (the server's `history_interval`, 5 s unless set). */
+  function drawPlotsNote() {
+    let step = null;
+    for (let i = 1; i < model.history.length; i++) {
+      const gap = model.history[i].time - model.history[i - 1].time;
+      if (gap > 0 && (step === null || gap < step)) step = gap;
+    }
+    const every = step === null ? "" : step < 90 ? `, a point every ${Math.round(step)} s` : `, a point every ${Math.round(step / 60)} min`;
+    $("plots-note").textContent = `plots: last ${HISTORY_SECONDS / 60} min${every} (latest beside the name)`;
   }
 
   function addHistory(points) {
@@ -473,6 +486,7 @@
     if (view.totalsDirty) { drawTotals(); view.totalsDirty = false; }
     if (view.historyDirty) {
       drawPlot("plot-warbles", "warbles_per_s", 1); drawPlot("plot-queue", "queue", 0); drawPlot("plot-online", "online", 0);
+      drawPlotsNote();
       view.historyDirty = false;
     }
     const trayCount = $("tray").children.length;
@@ -529,6 +543,27 @@
       snapshotSeen = false;
       retry();
     };
+  }
+
+  /* The back/forward cache keeps a page that is navigated away from, frozen: its socket would stay open,
+     holding one of the server's connections and receiving every push. So the page lets it go as it is
+     hidden (no banner, no retry) and, if it is shown again from that cache, connects at once for a
+     fresh snapshot. */
+  function leave() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    attempt = 0;
+    snapshotSeen = false;
+    const ws = socket;
+    socket = null;          // its close event is then ignored
+    if (ws) ws.close(1000, "page hidden");
+    setConnected(false);
+  }
+
+  function comeBack(event) {
+    if (!event.persisted || socket || retryTimer) return;
+    connect();
+    setConnected(false);    // "connecting…" until the snapshot is drawn
   }
 
   function retry() {
@@ -705,6 +740,8 @@
     drawLamp(); drawTotals();
     $("tray-section").hidden = true;
     sizeCells();
+    window.addEventListener("pagehide", leave);
+    window.addEventListener("pageshow", comeBack);
     connect();
   }
 
