@@ -30,6 +30,7 @@ class HttpLimits:
     header_timeout: float = 10.0           # s for a request head, from the connection or the previous answer: 408
     body_timeout: float = 10.0             # s for a request body, once its head has arrived: 408
     keepalive_timeout: float = 5.0         # s an idle keep-alive connection stays open
+    send_timeout: float = 30.0             # s a client may leave an answer unread (the send buffer full): closed
     max_url: int = 4096                    # bytes of the request line: 414
     max_headers: int = 50                  # request headers: 431
     max_header_bytes: int = 16384          # bytes of all request headers together: 431

@@ -15,6 +15,8 @@ aiohttp parses and answers requests; this subclass adds what it lacks:
   its declared size (413), checked as the bytes arrive, before the parser
   sees them (`HeadScanner`): aiohttp would answer most of these 400, and
   would read what follows a refused head as the next request;
+- a send timeout: a client that leaves what it is sent unread (the send
+  buffer full) for `send_timeout` seconds is cut off;
 - JSON answers for aiohttp's own refusals (malformed requests: 400);
 - a connection whose request body was not read is closed after its answer.
 
@@ -155,6 +157,7 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
         self._head_deadline = 0.0
         self._idle_deadline: float | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._lingered = 0
         self._own_transport: Any = None
 
@@ -177,6 +180,7 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
+        self._cancel_send_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
@@ -213,6 +217,30 @@ class LimitedRequestHandler(web_protocol.RequestHandler):
         if self.refused:
             self._own_transport.close()
         return super().eof_received()
+
+    # ------------------------------------------------------------ the send timeout
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has send_timeout seconds to read some of it."""
+        super().pause_writing()
+        self._cancel_send_timer()
+        self._send_timer = self._loop.call_later(self.owner.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self._cancel_send_timer()
+        super().resume_writing()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        self.owner.log.debug("http %s: cut off: nothing of its answer read for %g s", self.address,
+                             self.owner.limits.send_timeout)
+        if self._own_transport is not None:
+            self._own_transport.abort()  # close() would wait for the unread bytes to go
 
     # ------------------------------------------------------------ the header timeout
 

@@ -46,6 +46,9 @@ class HttpSettings:
                                  doc="seconds for a request's body to arrive once its head has; then 408")
     keepalive_timeout: float = Number(min=0.1, default=DEFAULTS.keepalive_timeout,
                                       doc="seconds an idle keep-alive connection stays open")
+    send_timeout: float = Number(min=0.1, default=DEFAULTS.send_timeout,
+                                 doc="seconds a client may leave what it is sent unread (the connection's send "
+                                     "buffer full: a large answer, a live page); then the connection is closed")
     max_url: int = Integer(min=256, max=65536, default=DEFAULTS.max_url,
                            doc="bytes of the request line (method, path and query string); more: 414")
     max_headers: int = Integer(min=8, max=100, default=DEFAULTS.max_headers, doc="request headers; more: 431")
@@ -62,7 +65,7 @@ class HttpSettings:
         return HttpLimits(
             max_connections=self.max_connections, max_connections_per_client=self.max_connections_per_client,
             header_timeout=self.header_timeout, body_timeout=self.body_timeout,
-            keepalive_timeout=self.keepalive_timeout, max_url=self.max_url, max_headers=self.max_headers,
+            keepalive_timeout=self.keepalive_timeout, send_timeout=self.send_timeout, max_url=self.max_url, max_headers=self.max_headers,
             max_header_bytes=self.max_header_bytes, max_body=self.max_body, cors_origins=tuple(self.cors_origins),
             rate_limit=RateLimit(burst=self.rate_limit.burst, per_second=self.rate_limit.per_second))
 

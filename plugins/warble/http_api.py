@@ -49,6 +49,15 @@ class WarbleHttpSection(Section):
     def extended(self, more):  # the daemon adds `enabled` and `required`: still this kind of section
         return WarbleHttpSection({**self.fields, **more}, whole=self.whole)
 
+    def warnings(self, config, path):
+        """`config check` says what the start would: without the `http` plugin nothing serves these routes."""
+        http = config["plugins"].get("http")
+        if http is not None and http.get("enabled", True):
+            return []
+        return [Problem(path, 'its routes are served by the "http" plugin, which this configuration does not '
+                              'enable: add `http: {listen: "HOST:PORT"}` under plugins (without it, warble_http '
+                              'fails at start)')]
+
 
 class WarbleHttp:
     config_schema = WarbleHttpSection({})

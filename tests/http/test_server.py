@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 
 import aiohttp
@@ -361,3 +362,27 @@ def test_two_registrations_of_one_route_name_both_owners():
         server.add_routes("other", [web.get("/leaderboard", hello)])
     with pytest.raises(RouteConflict, match='plugin "odd" gave .* as a route'):
         server.add_routes("odd", ["/not-a-route"])
+
+
+async def big(request):
+    return web.Response(body=b"x" * (32 << 20), content_type="application/octet-stream")
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off_after_the_send_timeout(caplog):
+    """Before: a client that asked for a large answer and read none of it held its connection for ever."""
+    def check(port, server):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(get("/big"))
+            deadline = time.monotonic() + 20  # bounds on failure: the server should cut it off within ~1 s
+            while not server.connections.open and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held = server.connections.open
+            while server.connections.open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return held, server.connections.open
+
+    caplog.set_level(logging.DEBUG, logger=LOG.name)
+    assert serve(check, routes=[*ROUTES, web.get("/big", big)], send_timeout=0.5) == (1, 0)
+    assert any("nothing of its answer read for 0.5 s" in r.getMessage() for r in caplog.records)

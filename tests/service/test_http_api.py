@@ -369,6 +369,11 @@ def test_warble_http_without_the_http_plugin_says_what_to_add(broker, tmp_path):
 
     message = asyncio.run(scenario())
     assert 'required plugin "warble_http" failed' in message and 'needs the "http" plugin' in message, message
+    # `config check` says so before a start: a warning beside the valid configuration.
+    checked = config_from_mapping(node_config("server", broker.url, role="server", plugins=plugins),
+                                  plugin_schema=PluginCatalog().schema)
+    assert any('plugins.warble_http: its routes are served by the "http" plugin' in w for w in checked.warnings), \
+        checked.warnings
 
 
 # ---------------------------------------------------------------- the spec, route by route
