@@ -269,6 +269,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 host, _, port = (broker.url.split("//")[1] if broker else args.listen).rpartition(":")
                 log.info("watch it with: mosquitto_sub -h %s -p %s -t '%s/#' -v", host, port, args.prefix)
                 broker_flag = "" if (host, port) == ("127.0.0.1", "1883") else f" --broker mqtt://{host}:{port}"
+                if args.prefix != "picluster":
+                    broker_flag += f" --prefix {args.prefix}"
                 log.info("run a program with: pidaemon submit 'PRINT(\"hello cluster\")' --wait%s", broker_flag)
             elif online is False:
                 log.warning("not every node came online within 30 s; still trying (Ctrl-C stops)")
@@ -313,11 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_config_show)
 
     sim = commands.add_parser("sim", help="a server and N simulated workers in one process")
-    sim.add_argument("--workers", type=int, default=2, metavar="N")
+    sim.add_argument("--workers", type=int, default=2, metavar="N",
+                     help="simulated worker Pis (default 2; 1050 fill the dashboard's box)")
     add_broker_argument(sim)
     sim.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
                      help="where the embedded broker listens when no --broker is given")
-    sim.add_argument("--prefix", default="picluster")
+    sim.add_argument("--prefix", default="picluster", help="MQTT topic prefix of the cluster (default picluster)")
     sim.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
                      help="where the server's HTTP server (the Warble API, the dashboard) listens ('off': no HTTP)")
     sim.add_argument("--config", metavar="FILE",
@@ -327,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--state-dir", metavar="DIR",
                      help="where the nodes keep their state (default: $XDG_STATE_HOME/pidaemon/sim)")
     sim.add_argument("--fresh", action="store_true", help="start with no state left from an earlier run")
-    sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                     help="default info")
     sim.set_defaults(func=cmd_sim)
 
     completion = commands.add_parser(
@@ -381,7 +385,8 @@ class VersionAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from . import __version__
-        parser.exit(message=f"pidaemon {__version__}\n")
+        print(f"pidaemon {__version__}")  # on standard output, as `--version` goes everywhere
+        parser.exit()
 
 
 # ---------------------------------------------------------------- shell completion

@@ -53,3 +53,10 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(unbuffered):
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_the_version_goes_to_standard_output():
+    """Before: `pidaemon --version` wrote to standard error, so `$(pidaemon --version)` was empty."""
+    import pidaemon
+    result = subprocess.run([sys.executable, "-m", "pidaemon", "--version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"pidaemon {pidaemon.__version__}\n", "")
