@@ -56,16 +56,21 @@ class DashboardSettings:
 
     @staticmethod
     def config_warnings(config, path):
-        """`config check` reads the placement file too: a mistake in it would stop the dashboard at start."""
+        """`config check` reads the placement file too (a mistake in it would stop the dashboard at start),
+        and says when no `http` plugin serves the page."""
+        found = []
+        http = config["plugins"].get("http")
+        if http is None or not http.get("enabled", True):
+            found.append(Problem(path, 'its page is served by the "http" plugin, which this configuration does '
+                                       'not enable: add `http: {listen: "HOST:PORT"}` under plugins'))
         placement = config["plugins"][path[-1]]["placement"]
-        if not placement:
-            return []
-        try:
-            load_placement(placement)
-        except PlacementError as exc:
-            return [Problem(path + ("placement",), f"the dashboard will not start: {message}")
-                    for message in exc.messages]
-        return []
+        if placement:
+            try:
+                load_placement(placement)
+            except PlacementError as exc:
+                found.extend(Problem(path + ("placement",), f"the dashboard will not start: {message}")
+                             for message in exc.messages)
+        return found
 
 
 class DashboardPlugin:

@@ -139,7 +139,10 @@ def test_config_check_reads_the_placement_file_and_names_its_mistakes(tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert f"{config}:4: plugins.dashboard.placement: the dashboard will not start: {placement}:2: nodes.w1: " \
            f"rack 9 is out of range" in checked.stderr, checked.stderr
+    assert "http" not in checked.stderr.replace("plugins.dashboard.placement", ""), checked.stderr
     placement.unlink()
+    config.write_text(f"node: {{role: server, id: s1}}\nplugins:\n  dashboard: {{placement: {placement}}}\n")
     checked = subprocess.run([sys.executable, "-m", "pidaemon", "config", "check", str(config)],
                              capture_output=True, text=True, timeout=60)
     assert f"{placement}: cannot read" in checked.stderr, checked.stderr
+    assert 'plugins.dashboard: its page is served by the "http" plugin' in checked.stderr, checked.stderr
