@@ -99,7 +99,6 @@ class HttpServer:
     def add_routes(self, owner: str, routes: Iterable[AbstractRouteDef]) -> None:
         """Register `owner`'s routes; RouteConflict if one is taken already or aiohttp refuses it."""
         routes = list(routes)
-        keys = []
         for route in routes:
             if not isinstance(route, AbstractRouteDef):
                 raise RouteConflict(f'plugin "{owner}" gave {ascii_excerpt(repr(route), 80)} as a route: expected '
@@ -112,7 +111,6 @@ class HttpServer:
                     who = f'both "{other}" and "{owner}"' if other != owner else f'"{owner}" twice'
                     raise RouteConflict(f"route {method} {path} is registered by {who}: two plugins cannot "
                                         "serve the same path")
-            keys.append((method, path))
             self._keys[(method, path)] = owner
         try:
             registered = self.app.router.add_routes(routes)

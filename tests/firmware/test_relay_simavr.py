@@ -101,6 +101,7 @@ def test_press_drives_its_pin_for_its_duration(start, unlocked_firmware):
     assert host.ask("PRESS reset 300") == "OK PRESS reset 300"
     pressed = board.wait_for(RESET_PIN, 1)
     released = board.wait_for(RESET_PIN, 0)
+    # Simulated time (simavr's cycle count, not this machine's clock): the same on a loaded machine.
     # millis() on an AVR steps by about 1 ms, sometimes 2.
     assert 297 <= released.at_ms - pressed.at_ms <= 303
     assert host.ask("PRESS 1 200") == "OK PRESS power 200"  # power by number
